@@ -1,0 +1,147 @@
+//! # stickylb
+//!
+//! A layer-7 reverse-proxy load balancer with sticky sessions for stateful web applications.
+//!
+//! ## The map of the house
+//! - [`config`]: the TOML file -> typed, validated [`config::Config`] (once; the hot path never
+//!   reads raw config).
+//! - [`state`]: the shared state: an immutable [`state::Snapshot`] swapped atomically on
+//!   reload, the affinity store, the upstream client, the metrics.
+//! - [`server`]: listeners, connection limit, graceful shutdown.
+//! - [`proxy`]: the per-request service: headers, forwarding, retries, errors -> status.
+//! - [`session`]: finding the session key (insert / learn / header) and the sticky decision.
+//! - [`store`]: the node affinity table (session -> backend), in memory or in Redis.
+//! - [`balance`]: backends' run-time state and the selection algorithms.
+//! - [`health`]: active probes (passive ejection is counted in [`balance::Backend`]).
+//! - [`admin`] and [`metrics`]: the operator's API, status page and Prometheus metrics.
+//!
+//! ## One request
+//! accept -> limits/timeouts -> session key -> store lookup -> pinned backend serves?
+//! use it : balance among those that take new sessions (and pin) -> forward over the pool ->
+//! on a refused connection, reassign and retry -> `Set-Cookie` only if new -> metrics and
+//! access log.
+
+pub mod admin;
+pub mod balance;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod store;
+
+use config::{Config, SessionMode};
+use state::Shared;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Why the balancer could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Run the balancer until SIGTERM/SIGINT; SIGHUP reloads `path`.
+pub async fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let running = launch(config, path, shutdown)?;
+    tokio::spawn(handle_signals(running.shared.clone(), shutdown_tx));
+    running.wait().await;
+    Ok(())
+}
+
+/// A started balancer.
+pub struct Running {
+    pub shared: Arc<Shared>,
+    /// The client-facing addresses actually bound.
+    pub addrs: Vec<SocketAddr>,
+    /// The admin address actually bound.
+    pub admin: Option<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Wait until the balancer has shut down and drained.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Bind everything and start serving; returns at once.
+pub fn launch(config: Config, path: Option<PathBuf>, shutdown: watch::Receiver<bool>) -> Result<Running, RunError> {
+    if config.session.mode == SessionMode::Insert && config.session.resolved_secret.is_none() {
+        tracing::warn!(
+            "no session.secret configured: using a random per-process key; cookies will not survive a restart \
+             and cannot be shared between instances"
+        );
+    }
+    let admin_addr = config.admin.listen;
+    let shared = Shared::new(config, path);
+    let server = server::Server::bind(shared.clone(), shutdown.clone())?;
+    let addrs = server.local_addrs();
+    let admin = match admin_addr {
+        Some(addr) => {
+            let listener = server::bind(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on admin address {addr}: {e}")))?;
+            let bound = listener.local_addr()?;
+            if !bound.ip().is_loopback() && shared.snapshot().config.admin.token.is_empty() {
+                tracing::warn!(%bound, "the admin API listens on a non-loopback address without admin.token");
+            }
+            tracing::info!(addr = %bound, "admin API listening");
+            tokio::spawn(admin::run(listener, shared.clone(), shutdown.clone()));
+            Some(bound)
+        }
+        None => None,
+    };
+    tokio::spawn(health::run(shared.clone(), shutdown.clone()));
+    let task = tokio::spawn(server.run());
+    Ok(Running { shared, addrs, admin, task })
+}
+
+/// SIGTERM / SIGINT: graceful shutdown. SIGHUP: reload.
+async fn handle_signals(shared: Arc<Shared>, shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                if let Err(e) = shared.reload() {
+                    for m in e.messages() {
+                        tracing::error!("reload rejected, keeping the running config: {m}");
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = shutdown.send(true);
+}
+
+/// `stickylb demo`: demo backends plus the balancer.
+pub async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<(), RunError> {
+    let mut backends = Vec::new();
+    for name in ["demo1", "demo2", "demo3"] {
+        backends.push(demo::start_backend(name).await?);
+    }
+    let config = demo::config(listen, admin, &backends)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    logging::init(&config.log);
+    tracing::info!("demo: try `curl -c jar -b jar http://{listen}/` a few times; status page on http://{admin}/");
+    run(config, None).await
+}

@@ -1,0 +1,41 @@
+//! The proxy's errors and their one mapping to an HTTP status with a short plain-text body.
+
+use super::body::ResponseBody;
+use http::{header, HeaderValue, Response, StatusCode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no backend available")]
+    NoBackend,
+    #[error("backend refused the connection")]
+    Connect,
+    #[error("backend failed to answer")]
+    Upstream,
+    #[error("backend did not answer in time")]
+    Timeout,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("bad request")]
+    BadRequest,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect | ProxyError::Upstream => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn response(self) -> Response<ResponseBody> {
+        let body = format!("{} {}\n", self.status().as_u16(), self);
+        let mut r = Response::new(ResponseBody::text(body));
+        *r.status_mut() = self.status();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}

@@ -1,0 +1,338 @@
+//! The per-request service: find the session, pick the backend, forward, learn, answer.
+//!
+//! One request: limits -> session key -> store lookup -> [`decide`] -> (balance and pin) ->
+//! forward over the pooled client -> on a refused connection, reassign and retry -> learn
+//! the backend's session id (learn/header modes) -> `Set-Cookie` only if new -> metrics and
+//! access log. Errors become plain-text responses through [`ProxyError`].
+
+mod body;
+mod error;
+pub mod headers;
+
+pub use body::{RequestBody, ResponseBody, UpstreamBody};
+pub use error::ProxyError;
+
+use crate::balance::{Backend, InFlight};
+use crate::config::{Config, SessionMode};
+use crate::metrics::Reassign;
+use crate::session::{decide, CookieCodec, Decision, Learned};
+use crate::state::{Shared, Snapshot};
+use crate::store::AffinityStore;
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The pooled keep-alive client to the backends.
+pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// Names the backend a session was moved away from.
+pub const PREVIOUS_BACKEND: HeaderName = HeaderName::from_static("x-stickylb-previous-backend");
+/// Names the backend that served (with `log.debug_headers`).
+pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-stickylb-backend");
+
+/// Idle upstream connections kept per backend.
+const POOL_MAX_IDLE_PER_HOST: usize = 1024;
+/// How long an idle upstream connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn upstream_client(config: &Config) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.balance.connect_timeout));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .set_host(false)
+        .build(connector)
+}
+
+/// Facts about one request, gathered for the access log.
+struct Outcome {
+    backend: Option<Arc<str>>,
+    status: u16,
+}
+
+/// Handle one client request. Never fails: errors are answered.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let snap = shared.snapshot();
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+    let (response, outcome) = match proxy(&shared, &snap, req, client, started).await {
+        Ok((resp, backend)) => {
+            let status = resp.status().as_u16();
+            (resp, Outcome { backend: Some(backend), status })
+        }
+        Err((e, backend)) => {
+            if backend.is_none() {
+                shared.metrics.unrouted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (e.response(), Outcome { backend, status: e.status().as_u16() })
+        }
+    };
+    let elapsed = started.elapsed();
+    shared.metrics.observe_duration(elapsed);
+    if snap.config.log.access_log {
+        access_log(&method, path.as_deref().unwrap_or("/"), &outcome, elapsed, &response);
+    }
+    response
+}
+
+fn access_log(method: &Method, path: &str, o: &Outcome, elapsed: Duration, resp: &Response<ResponseBody>) {
+    let bytes = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info!(
+        target: "access",
+        method = %method,
+        path,
+        status = o.status,
+        backend = o.backend.as_deref().unwrap_or("-"),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        bytes,
+    );
+}
+
+type Failure = (ProxyError, Option<Arc<str>>);
+
+/// Where this request goes and what the session needs afterwards.
+struct Route {
+    backend: Arc<Backend>,
+    /// The session key to pin (insert id, or the application's id).
+    key: Option<String>,
+    /// A new insert-mode session: send `Set-Cookie`.
+    new_cookie: bool,
+    /// The backend the session was moved away from.
+    previous: Option<Arc<str>>,
+}
+
+async fn proxy(
+    shared: &Shared,
+    snap: &Snapshot,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    started: Instant,
+) -> Result<(Response<ResponseBody>, Arc<str>), Failure> {
+    let cfg = &snap.config;
+    let (mut parts, body) = req.into_parts();
+    if exceeds_limit(&parts.headers, cfg.server.max_body_bytes) {
+        return Err((ProxyError::BodyTooLarge, None));
+    }
+    let extracted = snap.session.extract(&mut parts.headers, &parts.uri);
+    if extracted.rejected {
+        shared.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut route = route(shared, snap, extracted.key).await?;
+    prepare_upstream(&mut parts, client)?;
+    let body = RequestBody::new(body, cfg.server.max_body_bytes);
+    let deadline = started + cfg.server.request_timeout;
+    let mut failed: Vec<Arc<Backend>> = Vec::new();
+    loop {
+        let result = forward(shared, snap, &parts, &body, &route, deadline).await;
+        match result {
+            Ok(resp) => {
+                route.backend.record_success();
+                let name = route.backend.name.clone();
+                return Ok((respond(shared, snap, resp, &route).await, name));
+            }
+            Err(e) => {
+                let name = Some(route.backend.name.clone());
+                if body.too_large() {
+                    return Err((ProxyError::BodyTooLarge, name));
+                }
+                note_failure(shared, snap, &route.backend, e);
+                let retry = matches!(e, ProxyError::Connect)
+                    || (e == ProxyError::Upstream && is_idempotent(&parts.method) && body.is_empty());
+                if !retry || !body.replayable() || failed.len() as u32 >= cfg.balance.retries {
+                    return Err((e, name));
+                }
+                failed.push(route.backend.clone());
+                route = reroute(shared, snap, route, &failed).await.ok_or((e, name))?;
+            }
+        }
+    }
+}
+
+/// A Content-Length above the configured limit (0 = none).
+fn exceeds_limit(headers: &http::HeaderMap, limit: u64) -> bool {
+    limit != 0
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > limit)
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// Decide the backend for a request with session key `key`.
+async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<Route, Failure> {
+    let mode = snap.session.mode;
+    let pinned = match &key {
+        Some(k) => shared.store.get(k).await,
+        None => None,
+    };
+    match decide(pinned, &snap.pool, snap.session.on_backend_down) {
+        Decision::Pinned(backend) => Ok(Route { backend, key, new_cookie: false, previous: None }),
+        Decision::Reject { from } => Err((ProxyError::NoBackend, Some(from.name.clone()))),
+        Decision::Reassign { from } => {
+            shared.metrics.reassigned(reassign_reason(snap, &from));
+            let backend = snap.pool.select(key.as_deref(), &[]).ok_or((ProxyError::NoBackend, None))?;
+            if let Some(k) = &key {
+                shared.store.pin(k, &backend).await;
+            }
+            Ok(Route { backend, key, new_cookie: false, previous: Some(from.name.clone()) })
+        }
+        Decision::New => {
+            let (key, new_cookie) = match (mode, key) {
+                (SessionMode::Insert, None) => (Some(CookieCodec::new_id()), true),
+                (_, key) => (key, false),
+            };
+            let chosen = snap.pool.select(key.as_deref(), &[]).ok_or((ProxyError::NoBackend, None))?;
+            let backend = match &key {
+                // Another instance may have pinned this session meanwhile: adopt its choice.
+                Some(k) => {
+                    let won = shared.store.pin_if_absent(k, &chosen).await;
+                    snap.pool.current(&won).filter(|b| b.serves_pinned()).cloned().unwrap_or(chosen)
+                }
+                None => chosen,
+            };
+            Ok(Route { backend, key, new_cookie, previous: None })
+        }
+    }
+}
+
+fn reassign_reason(snap: &Snapshot, from: &Arc<Backend>) -> Reassign {
+    match snap.pool.current(from) {
+        None => Reassign::Removed,
+        Some(b) if b.state() == crate::config::AdminState::Maint => Reassign::Maint,
+        Some(_) => Reassign::Down,
+    }
+}
+
+/// After a failed attempt: pick another backend and move the session there.
+async fn reroute(shared: &Shared, snap: &Snapshot, route: Route, failed: &[Arc<Backend>]) -> Option<Route> {
+    let backend = snap.pool.select(route.key.as_deref(), failed)?;
+    shared.metrics.reassigned(Reassign::ConnectFailed);
+    if let Some(k) = &route.key {
+        if snap.session.mode != SessionMode::None {
+            shared.store.pin(k, &backend).await;
+        }
+    }
+    let previous = route.previous.or_else(|| Some(route.backend.name.clone()));
+    Some(Route { backend, key: route.key, new_cookie: route.new_cookie, previous })
+}
+
+fn note_failure(shared: &Shared, snap: &Snapshot, backend: &Backend, e: ProxyError) {
+    let _ = shared;
+    if matches!(e, ProxyError::Connect | ProxyError::Timeout) {
+        let p = &snap.config.passive;
+        if backend.record_failure(p.consecutive_failures.get(), p.ejection_time) {
+            tracing::warn!(backend = %backend.name, "backend ejected after {} consecutive failures", p.consecutive_failures);
+        }
+    }
+}
+
+/// Rewrite the request head for the upstream hop (done once; each attempt clones it).
+fn prepare_upstream(parts: &mut http::request::Parts, client: SocketAddr) -> Result<(), Failure> {
+    // HTTP/2 requests carry the host in the URI authority only.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(auth) = parts.uri.authority() {
+            let v = HeaderValue::from_str(auth.as_str()).map_err(|_| (ProxyError::BadRequest, None))?;
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(PREVIOUS_BACKEND);
+    headers::add_forwarded(&mut parts.headers, client, "http");
+    Ok(())
+}
+
+/// One attempt against `route.backend`, bounded by the request deadline.
+async fn forward(
+    shared: &Shared,
+    snap: &Snapshot,
+    parts: &http::request::Parts,
+    body: &RequestBody,
+    route: &Route,
+    deadline: Instant,
+) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+    let _ = snap;
+    let guard = route.backend.start_request();
+    let mut req = Request::new(body.attempt());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = upstream_uri(&route.backend, &parts.uri)?;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = parts.headers.clone();
+    if let Some(prev) = &route.previous {
+        if let Ok(v) = HeaderValue::from_str(prev) {
+            req.headers_mut().insert(PREVIOUS_BACKEND, v);
+        }
+    }
+    let sent = tokio::time::timeout_at(deadline.into(), shared.client.request(req)).await;
+    match sent {
+        Err(_) => Err(ProxyError::Timeout),
+        Ok(Ok(resp)) => Ok((resp, guard)),
+        Ok(Err(e)) if e.is_connect() => {
+            tracing::debug!(backend = %route.backend.name, error = %e, "connect failed");
+            Err(ProxyError::Connect)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(backend = %route.backend.name, error = ?e, "upstream request failed");
+            Err(ProxyError::Upstream)
+        }
+    }
+}
+
+fn upstream_uri(backend: &Backend, uri: &Uri) -> Result<Uri, ProxyError> {
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    Uri::builder()
+        .scheme("http")
+        .authority(backend.addr.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| ProxyError::BadRequest)
+}
+
+/// The client's response: hop-by-hop headers out, session learned, cookie in if new.
+async fn respond(
+    shared: &Shared,
+    snap: &Snapshot,
+    (resp, guard): (Response<Incoming>, InFlight),
+    route: &Route,
+) -> Response<ResponseBody> {
+    let backend = guard.backend().clone();
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    match snap.session.learn(&parts.headers) {
+        Some(Learned::Pin(id)) => shared.store.pin(&id, &backend).await,
+        Some(Learned::Forget) => {
+            if let Some(k) = &route.key {
+                shared.store.unpin(k).await;
+            }
+        }
+        None => {}
+    }
+    if route.new_cookie {
+        if let Some(sc) = route.key.as_deref().and_then(|id| snap.session.set_cookie(id)) {
+            parts.headers.append(header::SET_COOKIE, sc);
+        }
+    }
+    if snap.config.log.debug_headers {
+        if let Ok(v) = HeaderValue::from_str(&backend.name) {
+            parts.headers.insert(BACKEND_HEADER, v);
+        }
+    }
+    backend.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if parts.status.is_server_error() {
+        backend.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Response::from_parts(parts, ResponseBody::Upstream(body, Some(guard)))
+}

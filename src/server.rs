@@ -1,0 +1,224 @@
+//! Listeners, the accept loop, the connection limit and graceful shutdown.
+//!
+//! Each listen address has its own accept task. A semaphore with `max_connections` permits
+//! caps open client connections (accept waits while it is exhausted, as HAProxy's maxconn
+//! does) and doubles as the drain counter at shutdown: when all permits are back, every
+//! connection has finished. On reload, addresses that left the config stop accepting and new
+//! ones are bound; unchanged ones keep their sockets.
+
+use crate::proxy;
+use crate::state::Shared;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Resolves once a shutdown (or stop) channel says true, or its sender is gone.
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Bind a listener with SO_REUSEADDR (a restart does not wait for TIME_WAIT) and a deep
+/// backlog.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// The HTTP/1.1 + h2c connection builder for client connections.
+fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
+    let cfg = &shared.snapshot().config.server;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper starts the header timer whenever it waits for a request head, including on an
+    // idle keep-alive connection, so the shorter of the two timeouts closes idle connections.
+    let head_timeout = cfg.header_read_timeout.min(cfg.idle_timeout);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(cfg.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2().timer(TokioTimer::new()).keep_alive_interval(None);
+    b
+}
+
+/// Runs the client-facing listeners until `shutdown` flips to true, then drains.
+pub struct Server {
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    max_connections: usize,
+    shutdown: watch::Receiver<bool>,
+    loops: HashMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+impl Server {
+    /// Bind every configured address (an error if any cannot be bound).
+    pub fn bind(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> std::io::Result<Server> {
+        let max_connections = shared.snapshot().config.server.max_connections;
+        let mut server = Server {
+            shared,
+            permits: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            shutdown,
+            loops: HashMap::new(),
+        };
+        for addr in server.shared.snapshot().config.server.listen.clone() {
+            let listener =
+                bind(addr).map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            server.start(addr, listener);
+        }
+        Ok(server)
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.loops.keys().copied().collect()
+    }
+
+    fn start(&mut self, addr: SocketAddr, listener: TcpListener) {
+        tracing::info!(%addr, "listening");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            listener,
+            self.shared.clone(),
+            self.permits.clone(),
+            stop_rx,
+            self.shutdown.clone(),
+        ));
+        let bound = addr;
+        self.loops.insert(bound, (stop_tx, task));
+    }
+
+    /// Serve until shutdown; follow reloads (rebinding changed listen addresses).
+    pub async fn run(mut self) {
+        let mut reloads = self.shared.reloads();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                changed = reloads.changed() => {
+                    if changed.is_err() { break; }
+                    self.rebind();
+                }
+            }
+        }
+        for (stop, task) in self.loops.into_values() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let timeout = self.shared.snapshot().config.server.shutdown_timeout;
+        drain(&self.permits, self.max_connections, timeout).await;
+    }
+
+    fn rebind(&mut self) {
+        let wanted = self.shared.snapshot().config.server.listen.clone();
+        let gone: Vec<SocketAddr> = self.loops.keys().filter(|a| !wanted.contains(a)).copied().collect();
+        for addr in gone {
+            if let Some((stop, _)) = self.loops.remove(&addr) {
+                tracing::info!(%addr, "no longer listening");
+                let _ = stop.send(true);
+            }
+        }
+        for addr in wanted {
+            if self.loops.contains_key(&addr) {
+                continue;
+            }
+            match bind(addr) {
+                Ok(listener) => self.start(addr, listener),
+                Err(e) => tracing::error!(%addr, error = %e, "cannot listen on new address"),
+            }
+        }
+    }
+}
+
+/// Wait until every connection has finished, at most `timeout`.
+async fn drain(permits: &Semaphore, max: usize, timeout: Duration) {
+    let open = max - permits.available_permits();
+    if open > 0 {
+        tracing::info!(open, "waiting for open connections to finish");
+    }
+    match tokio::time::timeout(timeout, permits.acquire_many(max as u32)).await {
+        Ok(_) => tracing::info!("all connections finished"),
+        Err(_) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder(&shared));
+    loop {
+        let permit = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, shared, &builder, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let metrics_shared = shared.clone();
+    metrics_shared.metrics.active_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(shared, req, peer).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => log_conn_error(r),
+        _ = stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            log_conn_error(conn.await);
+        }
+    }
+    metrics_shared.metrics.active_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn log_conn_error(r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}

@@ -1,0 +1,309 @@
+//! Sessions: finding a request's session key and deciding where it goes.
+//!
+//! This module owns key extraction for the four modes (insert: our signed cookie; learn: the
+//! application's own cookie or `;jsessionid=` path parameter; header; none), learning keys
+//! from backend responses, and [`decide`], the pure sticky decision. It never touches the
+//! network or the store: the proxy looks the key up and applies the decision.
+
+mod cookie;
+
+pub use self::cookie::{CookieCodec, ID_LEN};
+
+use crate::balance::{Backend, Pool};
+use crate::config::{OnBackendDown, SessionConfig, SessionMode};
+use ::cookie::Cookie;
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use std::sync::Arc;
+
+/// The session settings of one config snapshot.
+pub struct SessionPolicy {
+    pub mode: SessionMode,
+    pub on_backend_down: OnBackendDown,
+    cookie_name: String,
+    /// `;name=` lowercased, for servlet-style URL rewriting (learn mode).
+    path_param: String,
+    header: HeaderName,
+    strip_cookie: bool,
+    /// Insert mode only.
+    pub codec: Option<CookieCodec>,
+}
+
+/// The session key a request carries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Extracted {
+    /// A verified insert-mode id, or the application's session id in learn/header mode.
+    pub key: Option<String>,
+    /// Our cookie was present but failed verification (counted, then ignored).
+    pub rejected: bool,
+}
+
+/// What a backend response says about the session (learn and header modes).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// The backend created or confirmed session `V`: pin it to this backend.
+    Pin(String),
+    /// The backend deleted its session cookie: forget the request's pin.
+    Forget,
+}
+
+impl SessionPolicy {
+    pub fn new(cfg: &SessionConfig, tls: bool) -> SessionPolicy {
+        let codec =
+            (cfg.mode == SessionMode::Insert).then(|| CookieCodec::new(cfg, cfg.resolved_secret.as_deref(), tls));
+        SessionPolicy {
+            mode: cfg.mode,
+            on_backend_down: cfg.on_backend_down,
+            cookie_name: cfg.cookie.clone(),
+            path_param: format!(";{}=", cfg.cookie.to_ascii_lowercase()),
+            header: HeaderName::from_bytes(cfg.header.as_bytes()).unwrap_or(HeaderName::from_static("x-session-id")),
+            strip_cookie: cfg.strip_cookie,
+            codec,
+        }
+    }
+
+    /// Find the session key of a request; in insert mode also strip our cookie from the
+    /// headers when `strip_cookie` is on (other cookies are forwarded untouched).
+    pub fn extract(&self, headers: &mut HeaderMap, uri: &Uri) -> Extracted {
+        match self.mode {
+            SessionMode::None => Extracted::default(),
+            SessionMode::Insert => self.extract_insert(headers),
+            SessionMode::Learn => Extracted {
+                key: cookie_value(headers, &self.cookie_name).or_else(|| self.path_parameter(uri)),
+                rejected: false,
+            },
+            SessionMode::Header => Extracted {
+                key: headers
+                    .get(&self.header)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned),
+                rejected: false,
+            },
+        }
+    }
+
+    fn extract_insert(&self, headers: &mut HeaderMap) -> Extracted {
+        let Some(codec) = &self.codec else { return Extracted::default() };
+        let mut out = Extracted::default();
+        let mut present = false;
+        for value in headers.get_all(COOKIE) {
+            let Ok(text) = value.to_str() else { continue };
+            for c in Cookie::split_parse(text).flatten() {
+                if c.name() == self.cookie_name {
+                    present = true;
+                    if out.key.is_none() {
+                        out.key = codec.verify(c.value());
+                    }
+                }
+            }
+        }
+        out.rejected = present && out.key.is_none();
+        if present && self.strip_cookie {
+            strip_cookie(headers, &self.cookie_name);
+        }
+        out
+    }
+
+    /// `;jsessionid=V` in the path (name case-insensitive), as servlet URL rewriting writes it.
+    fn path_parameter(&self, uri: &Uri) -> Option<String> {
+        let path = uri.path();
+        if !path.contains(';') {
+            return None;
+        }
+        let lower = path.to_ascii_lowercase();
+        let start = lower.find(&self.path_param)? + self.path_param.len();
+        let rest = &path[start..];
+        let end = rest.find([';', '/', '?']).unwrap_or(rest.len());
+        let v = &rest[..end];
+        (!v.is_empty()).then(|| v.to_owned())
+    }
+
+    /// What a backend response teaches about its session (learn and header modes).
+    pub fn learn(&self, headers: &HeaderMap) -> Option<Learned> {
+        match self.mode {
+            SessionMode::Learn => headers.get_all(SET_COOKIE).iter().find_map(|v| {
+                let c = Cookie::parse(v.to_str().ok()?).ok()?;
+                if c.name() != self.cookie_name {
+                    return None;
+                }
+                let deleted = c.value().is_empty() || c.max_age().is_some_and(|a| a.is_zero() || a.is_negative());
+                Some(if deleted { Learned::Forget } else { Learned::Pin(c.value().to_owned()) })
+            }),
+            SessionMode::Header => headers
+                .get(&self.header)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(|v| Learned::Pin(v.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// `Set-Cookie` for a new insert-mode session.
+    pub fn set_cookie(&self, id: &str) -> Option<HeaderValue> {
+        self.codec.as_ref().map(|c| c.set_cookie(id))
+    }
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(COOKIE).iter().find_map(|v| {
+        Cookie::split_parse(v.to_str().ok()?)
+            .flatten()
+            .find(|c| c.name() == name && !c.value().is_empty())
+            .map(|c| c.value().to_owned())
+    })
+}
+
+/// Remove cookie `name` from every Cookie header, keeping the other pairs byte for byte.
+fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let text = v.to_str().ok()?;
+            let rest: Vec<&str> = text
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty() && Cookie::parse(*pair).map_or(true, |c| c.name() != name))
+                .collect();
+            (!rest.is_empty()).then(|| rest.join("; "))
+        })
+        .collect();
+    headers.remove(COOKIE);
+    for v in kept {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.append(COOKIE, v);
+        }
+    }
+}
+
+/// Where a request with a known pin (or none) goes.
+#[derive(Debug)]
+pub enum Decision {
+    /// Use the pinned backend.
+    Pinned(Arc<Backend>),
+    /// No pin: balance, then pin the choice.
+    New,
+    /// The pinned backend cannot serve (down, maintenance, removed): balance among the others
+    /// and move the pin; the upstream request names the old backend.
+    Reassign { from: Arc<Backend> },
+    /// As `Reassign`, but `on_backend_down = "reject"`: answer 503.
+    Reject { from: Arc<Backend> },
+}
+
+/// The sticky decision: a pure function of the pin found and the pool's current state.
+pub fn decide(pinned: Option<Arc<Backend>>, pool: &Pool, on_down: OnBackendDown) -> Decision {
+    let Some(pinned) = pinned else { return Decision::New };
+    match pool.current(&pinned) {
+        Some(b) if b.serves_pinned() => Decision::Pinned(b.clone()),
+        current => {
+            let from = current.cloned().unwrap_or(pinned);
+            match on_down {
+                OnBackendDown::Reassign => Decision::Reassign { from },
+                OnBackendDown::Reject => Decision::Reject { from },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, AdminState};
+
+    fn policy(mode: &str, extra: &str) -> SessionPolicy {
+        let text = format!(
+            "[session]\nmode = \"{mode}\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n{extra}\n[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n"
+        );
+        SessionPolicy::new(&parse(&text, "t").unwrap().session, false)
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn insert_valid_cookie_is_extracted_and_stripped() {
+        let p = policy("insert", "");
+        let id = CookieCodec::new_id();
+        let v = p.codec.as_ref().unwrap().signed_value(&id);
+        let mut h = headers(&[("cookie", &format!("a=1; STICKYLB={v}; b=2"))]);
+        let e = p.extract(&mut h, &Uri::from_static("/"));
+        assert_eq!(e, Extracted { key: Some(id), rejected: false });
+        assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
+    }
+
+    #[test]
+    fn insert_tampered_cookie_is_rejected() {
+        let p = policy("insert", "");
+        let mut h = headers(&[("cookie", "STICKYLB=forged")]);
+        let e = p.extract(&mut h, &Uri::from_static("/"));
+        assert_eq!(e, Extracted { key: None, rejected: true });
+        assert!(h.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn learn_from_cookie_and_path_parameter() {
+        let p = policy("learn", "cookie = \"JSESSIONID\"");
+        let mut h = headers(&[("cookie", "JSESSIONID=abc")]);
+        assert_eq!(p.extract(&mut h, &Uri::from_static("/")).key.as_deref(), Some("abc"));
+        let mut h = HeaderMap::new();
+        let uri = Uri::from_static("/x;JSessionId=def?q=1");
+        assert_eq!(p.extract(&mut h, &uri).key.as_deref(), Some("def"));
+        let learned = p.learn(&headers(&[("set-cookie", "JSESSIONID=xyz; Path=/")]));
+        assert_eq!(learned, Some(Learned::Pin("xyz".into())));
+        let gone = p.learn(&headers(&[("set-cookie", "JSESSIONID=; Max-Age=0")]));
+        assert_eq!(gone, Some(Learned::Forget));
+    }
+
+    #[test]
+    fn header_mode() {
+        let p = policy("header", "");
+        let mut h = headers(&[("x-session-id", "s1")]);
+        assert_eq!(p.extract(&mut h, &Uri::from_static("/")).key.as_deref(), Some("s1"));
+        assert_eq!(p.learn(&headers(&[("x-session-id", "s2")])), Some(Learned::Pin("s2".into())));
+    }
+
+    fn pool() -> Pool {
+        let text = "[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[backend]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\n";
+        Pool::new(&parse(text, "t").unwrap(), None)
+    }
+
+    #[test]
+    fn healthy_pin_is_kept() {
+        let p = pool();
+        let a = p.get("a").unwrap().clone();
+        assert!(matches!(decide(Some(a), &p, OnBackendDown::Reassign), Decision::Pinned(b) if &*b.name == "a"));
+        assert!(matches!(decide(None, &p, OnBackendDown::Reassign), Decision::New));
+    }
+
+    #[test]
+    fn draining_pin_is_kept_maint_pin_moves() {
+        let p = pool();
+        let a = p.get("a").unwrap().clone();
+        a.set_state(AdminState::Drain);
+        assert!(matches!(decide(Some(a.clone()), &p, OnBackendDown::Reassign), Decision::Pinned(_)));
+        a.set_state(AdminState::Maint);
+        assert!(matches!(decide(Some(a.clone()), &p, OnBackendDown::Reassign), Decision::Reassign { .. }));
+        assert!(matches!(decide(Some(a), &p, OnBackendDown::Reject), Decision::Reject { .. }));
+    }
+
+    #[test]
+    fn unhealthy_or_removed_pin_moves() {
+        let p = pool();
+        let a = p.get("a").unwrap().clone();
+        a.set_healthy(false);
+        assert!(
+            matches!(decide(Some(a), &p, OnBackendDown::Reassign), Decision::Reassign { from } if &*from.name == "a")
+        );
+        let removed = pool().get("b").unwrap().clone();
+        let text = "[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n";
+        let smaller = Pool::new(&parse(text, "t").unwrap(), None);
+        assert!(matches!(decide(Some(removed), &smaller, OnBackendDown::Reassign), Decision::Reassign { .. }));
+    }
+}

@@ -1,0 +1,97 @@
+//! The balancer's shared state: the immutable config snapshot (swapped atomically on
+//! reload), the affinity store, the upstream client and the metrics. One `Arc<Shared>` is
+//! handed to every connection; the hot path reads the snapshot with one atomic load.
+
+use crate::balance::Pool;
+use crate::config::{self, Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::proxy::UpstreamClient;
+use crate::session::SessionPolicy;
+use crate::store::Store;
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Everything derived from one config file, never mutated after it is built.
+pub struct Snapshot {
+    pub config: Config,
+    pub pool: Pool,
+    pub session: SessionPolicy,
+}
+
+impl Snapshot {
+    pub fn new(config: Config, previous: Option<&Snapshot>) -> Snapshot {
+        let pool = Pool::new(&config, previous.map(|p| &p.pool));
+        let session = SessionPolicy::new(&config.session, false);
+        Snapshot { config, pool, session }
+    }
+}
+
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    pub store: Store,
+    pub client: UpstreamClient,
+    pub metrics: Metrics,
+    /// The file reloads read; `None` for configs built in code (demo).
+    pub config_path: Option<PathBuf>,
+    /// Bumped on every successful reload, for tasks that follow the config (health checks,
+    /// listeners).
+    reloaded: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
+        let store = Store::from_config(&config);
+        let client = crate::proxy::upstream_client(&config);
+        let snapshot = Snapshot::new(config, None);
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            store,
+            client,
+            metrics: Metrics::default(),
+            config_path,
+            reloaded: watch::channel(0).0,
+        })
+    }
+
+    /// The current snapshot (one atomic load and reference count).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Subscribe to reloads.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloaded.subscribe()
+    }
+
+    /// Re-read the config file; on error the running config stays.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.config_path else {
+            return Err(ConfigError::Io { file: "(built-in config)".into(), message: "nothing to reload".into() });
+        };
+        let config = config::load(path)?;
+        self.apply(config);
+        Ok(())
+    }
+
+    /// Swap in a new validated config.
+    pub fn apply(&self, config: Config) {
+        let old = self.snapshot();
+        if !crate::store::Store::same_limits(&old.config.session, &config.session) {
+            tracing::warn!("session table limits changed; they take effect after a restart");
+        }
+        let next = Snapshot::new(config, Some(&old));
+        self.snapshot.store(Arc::new(next));
+        self.reloaded.send_modify(|n| *n += 1);
+        tracing::info!("configuration reloaded");
+    }
+}
+
+impl Shared {
+    /// Let the store run pending evictions so that per-backend session counts are current.
+    pub fn store_len_for_metrics(&self) -> u64 {
+        use crate::store::AffinityStore;
+        self.store.len()
+    }
+}
