@@ -32,7 +32,7 @@ pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     pub store: Store,
     pub client: UpstreamClient,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// The file reloads read; `None` for configs built in code (demo).
     pub config_path: Option<PathBuf>,
     /// Bumped on every successful reload, for tasks that follow the config (health checks,
@@ -42,14 +42,15 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
-        let store = Store::from_config(&config);
+        let metrics = Arc::new(Metrics::default());
+        let store = Store::from_config(&config, metrics.clone());
         let client = crate::proxy::upstream_client(&config);
         let snapshot = Snapshot::new(config, None);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
             client,
-            metrics: Metrics::default(),
+            metrics,
             config_path,
             reloaded: watch::channel(0).0,
         })

@@ -143,7 +143,7 @@ async fn session(shared: &Shared, id: &str, delete: bool) -> AdminResponse {
     let snap = shared.snapshot();
     // Accept a whole insert-mode cookie value as well as a bare session id.
     let key = snap.session.codec.as_ref().and_then(|c| c.verify(id)).unwrap_or_else(|| id.to_owned());
-    let Some(backend) = shared.store.get(&key).await else {
+    let Some(backend) = shared.store.get(&key, &snap.pool).await else {
         return error(StatusCode::NOT_FOUND, "no such session");
     };
     if delete {

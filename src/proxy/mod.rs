@@ -176,7 +176,7 @@ fn is_idempotent(m: &Method) -> bool {
 async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<Route, Failure> {
     let mode = snap.session.mode;
     let pinned = match &key {
-        Some(k) => shared.store.get(k).await,
+        Some(k) => shared.store.get(k, &snap.pool).await,
         None => None,
     };
     match decide(pinned, &snap.pool, snap.session.on_backend_down) {
@@ -199,7 +199,7 @@ async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<
             let backend = match &key {
                 // Another instance may have pinned this session meanwhile: adopt its choice.
                 Some(k) => {
-                    let won = shared.store.pin_if_absent(k, &chosen).await;
+                    let won = shared.store.pin_if_absent(k, &chosen, &snap.pool).await;
                     snap.pool.current(&won).filter(|b| b.serves_pinned()).cloned().unwrap_or(chosen)
                 }
                 None => chosen,

@@ -3,7 +3,7 @@
 //! backend's session count right whatever removed a pin (expiry, size, replace, unpin).
 
 use super::AffinityStore;
-use crate::balance::Backend;
+use crate::balance::{Backend, Pool};
 use crate::config::SessionConfig;
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
@@ -45,7 +45,7 @@ impl MemoryStore {
 }
 
 impl AffinityStore for MemoryStore {
-    async fn get(&self, key: &str) -> Option<Arc<Backend>> {
+    async fn get(&self, key: &str, _pool: &Pool) -> Option<Arc<Backend>> {
         self.get_sync(key)
     }
 
@@ -53,7 +53,7 @@ impl AffinityStore for MemoryStore {
         self.pin_sync(key, backend)
     }
 
-    async fn pin_if_absent(&self, key: &str, backend: &Arc<Backend>) -> Arc<Backend> {
+    async fn pin_if_absent(&self, key: &str, backend: &Arc<Backend>, _pool: &Pool) -> Arc<Backend> {
         let entry = self.cache.entry(key.to_owned()).or_insert_with(|| {
             backend.sessions.fetch_add(1, Relaxed);
             backend.clone()
