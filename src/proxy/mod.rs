@@ -13,7 +13,7 @@ pub use body::{RequestBody, ResponseBody, UpstreamBody};
 pub use error::ProxyError;
 
 use crate::balance::{Backend, InFlight};
-use crate::config::{Config, SessionMode};
+use crate::config::{Config, OnBackendDown, SessionMode};
 use crate::metrics::Reassign;
 use crate::session::{decide, CookieCodec, Decision, Learned};
 use crate::state::{Shared, Snapshot};
@@ -72,10 +72,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
             (resp, Outcome { backend: Some(backend), status })
         }
         Err((e, backend)) => {
-            if backend.is_none() {
-                shared.metrics.unrouted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            (e.response(), Outcome { backend, status: e.status().as_u16() })
+            let status = e.status().as_u16();
+            crate::metrics::count_error(&shared.metrics, &snap.pool, backend.as_deref(), status);
+            (e.response(), Outcome { backend, status })
         }
     };
     let elapsed = started.elapsed();
@@ -110,6 +109,8 @@ struct Route {
     new_cookie: bool,
     /// The backend the session was moved away from.
     previous: Option<Arc<str>>,
+    /// The session was already pinned to `backend` (not a new or moved one).
+    pinned: bool,
 }
 
 async fn proxy(
@@ -152,6 +153,10 @@ async fn proxy(
                 if !retry || !body.replayable() || failed.len() as u32 >= cfg.balance.retries {
                     return Err((e, name));
                 }
+                if route.pinned && snap.session.on_backend_down == OnBackendDown::Reject {
+                    // The session's own backend is gone and moving it is not allowed.
+                    return Err((ProxyError::NoBackend, name));
+                }
                 failed.push(route.backend.clone());
                 route = reroute(shared, snap, route, &failed).await.ok_or((e, name))?;
             }
@@ -180,7 +185,7 @@ async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<
         None => None,
     };
     match decide(pinned, &snap.pool, snap.session.on_backend_down) {
-        Decision::Pinned(backend) => Ok(Route { backend, key, new_cookie: false, previous: None }),
+        Decision::Pinned(backend) => Ok(Route { backend, key, new_cookie: false, previous: None, pinned: true }),
         Decision::Reject { from } => Err((ProxyError::NoBackend, Some(from.name.clone()))),
         Decision::Reassign { from } => {
             shared.metrics.reassigned(reassign_reason(snap, &from));
@@ -188,7 +193,7 @@ async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<
             if let Some(k) = &key {
                 shared.store.pin(k, &backend).await;
             }
-            Ok(Route { backend, key, new_cookie: false, previous: Some(from.name.clone()) })
+            Ok(Route { backend, key, new_cookie: false, previous: Some(from.name.clone()), pinned: false })
         }
         Decision::New => {
             let (key, new_cookie) = match (mode, key) {
@@ -204,7 +209,7 @@ async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<
                 }
                 None => chosen,
             };
-            Ok(Route { backend, key, new_cookie, previous: None })
+            Ok(Route { backend, key, new_cookie, previous: None, pinned: false })
         }
     }
 }
@@ -227,7 +232,7 @@ async fn reroute(shared: &Shared, snap: &Snapshot, route: Route, failed: &[Arc<B
         }
     }
     let previous = route.previous.or_else(|| Some(route.backend.name.clone()));
-    Some(Route { backend, key: route.key, new_cookie: route.new_cookie, previous })
+    Some(Route { backend, key: route.key, new_cookie: route.new_cookie, previous, pinned: false })
 }
 
 fn note_failure(shared: &Shared, snap: &Snapshot, backend: &Backend, e: ProxyError) {
@@ -330,9 +335,6 @@ async fn respond(
             parts.headers.insert(BACKEND_HEADER, v);
         }
     }
-    backend.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if parts.status.is_server_error() {
-        backend.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    backend.responses.count(parts.status.as_u16());
     Response::from_parts(parts, ResponseBody::Upstream(body, Some(guard)))
 }
