@@ -8,12 +8,12 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue, Uri};
+use std::sync::Arc;
 use stickylb::balance::Pool;
 use stickylb::config::{self, Config};
 use stickylb::proxy::headers;
 use stickylb::session::{CookieCodec, SessionPolicy};
 use stickylb::store::MemoryStore;
-use std::sync::Arc;
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 

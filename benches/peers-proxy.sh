@@ -6,12 +6,13 @@
 #
 # Turns $BACKENDS (comma-separated host:port list, exported by peers.sh) into a config
 # (insert-mode cookie STICKYLB, round_robin like the HAProxy peer, access log off) and execs
-# target/release/stickylb on $LISTEN (default 127.0.0.1:8090), admin on $ADMIN (127.0.0.1:8091).
+# target/release/stickylb (or $STICKYLB_BIN) on $LISTEN (default 127.0.0.1:8090), admin on
+# $ADMIN (127.0.0.1:8091).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${BACKENDS:?set BACKENDS=host:port,host:port,...}"
 LISTEN=${LISTEN:-127.0.0.1:8090}; ADMIN=${ADMIN:-127.0.0.1:8091}
-bin=target/release/stickylb
+bin=${STICKYLB_BIN:-target/release/stickylb}
 [ -x "$bin" ] || { echo "error: $bin missing: run cargo build --release first" >&2; exit 1; }
 
 cfg=target/peers-proxy.toml  # rewritten on every run; target/ is not committed

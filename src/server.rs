@@ -39,6 +39,19 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// Bind the addresses of `wanted` that are not in `bound` (for a reload, before it swaps the
+/// config). On error, the address that failed; the sockets bound so far are closed.
+pub fn bind_new(
+    bound: &[SocketAddr],
+    wanted: &[SocketAddr],
+) -> Result<Vec<(SocketAddr, TcpListener)>, (SocketAddr, std::io::Error)> {
+    wanted
+        .iter()
+        .filter(|a| !bound.contains(a))
+        .map(|&addr| bind(addr).map(|l| (addr, l)).map_err(|e| (addr, e)))
+        .collect()
+}
+
 /// The HTTP/1.1 + h2c connection builder for client connections.
 fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     let cfg = &shared.snapshot().config.server;
@@ -124,6 +137,9 @@ impl Server {
     }
 
     fn rebind(&mut self) {
+        // Sockets the reload bound already; any it bound for an address a later reload
+        // dropped again are closed with `fresh`.
+        let mut fresh: HashMap<SocketAddr, TcpListener> = self.shared.take_fresh_listeners().into_iter().collect();
         let wanted = self.shared.snapshot().config.server.listen.clone();
         let gone: Vec<SocketAddr> = self.loops.keys().filter(|a| !wanted.contains(a)).copied().collect();
         for addr in gone {
@@ -136,7 +152,7 @@ impl Server {
             if self.loops.contains_key(&addr) {
                 continue;
             }
-            match bind(addr) {
+            match fresh.remove(&addr).map_or_else(|| bind(addr), Ok) {
                 Ok(listener) => self.start(addr, listener),
                 Err(e) => tracing::error!(%addr, error = %e, "cannot listen on new address"),
             }

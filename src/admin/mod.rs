@@ -1,35 +1,61 @@
-//! The admin API on its own listener: health of the process, Prometheus metrics, backend
-//! state changes (drain / maint / enable), session lookups, reload, and the status page.
+//! The admin API on its own listener: process health, Prometheus metrics, backend state
+//! changes (drain / maint / enable), session lookups, reload, and the live status page.
 //!
-//! It owns no state: it reads the snapshot and the store, and writes only a backend's admin
-//! state (an atomic in `balance::Backend`) and pins.
+//! It owns no state: it reads the snapshot, the store and the metrics, and writes only a
+//! backend's admin state (an atomic in `balance::Backend`), pins, and (through reload) the
+//! snapshot. Routing and access control live here; the handlers are in [`api`].
+//!
+//! Access: with `admin.token` set, every path but `/healthz` and the status page's static
+//! shell (`/`, which holds no data and reads the token from its URL fragment) needs
+//! `Authorization: Bearer TOKEN`. State-changing requests that a browser marks as coming
+//! from another origin are refused, so a web page cannot drive the API through the
+//! operator's browser (CSRF) when no token is set.
+//!
+//! `admin.listen` is bound once at start: a reload that changes it logs a warning and the
+//! change takes effect after a restart. `admin.token` changes take effect at once.
 
-use crate::config::AdminState;
+mod api;
+mod reply;
+
+use self::reply::{error, AdminResponse};
 use crate::state::Shared;
-use crate::store::AffinityStore;
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use serde::Serialize;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering::Relaxed;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-type AdminResponse = Response<Full<Bytes>>;
+/// How long an admin client may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve the admin API on `listener` until shutdown.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let bound_for = shared.snapshot().config.admin.listen;
+    let mut reloads = shared.reloads();
     loop {
         let (stream, _) = tokio::select! {
             _ = crate::server::stopped(&mut shutdown) => return,
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            Ok(()) = reloads.changed() => {
+                warn_if_moved(&shared, bound_for);
+                continue;
+            }
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
         };
         let shared = shared.clone();
         let builder = builder.clone();
@@ -43,153 +69,172 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> AdminResponse {
-    let path = req.uri().path().trim_end_matches('/').to_owned();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let method = req.method().clone();
-    if segments.as_slice() != ["healthz"] && !authorized(shared, &req) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, ["metrics"]) => metrics(shared),
-        (&Method::GET, ["api", "backends"]) => json(StatusCode::OK, &backends(shared)),
-        (&Method::POST, ["api", "backends", name, action]) => set_state(shared, name, action),
-        (&Method::GET, ["api", "sessions", id]) => session(shared, id, false).await,
-        (&Method::DELETE, ["api", "sessions", id]) => session(shared, id, true).await,
-        (&Method::POST, ["api", "reload"]) => reload(shared),
-        (&Method::GET, []) => status_page(),
-        (_, ["healthz"] | ["metrics"] | ["api", ..]) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        _ => error(StatusCode::NOT_FOUND, "not found"),
+fn warn_if_moved(shared: &Shared, bound_for: Option<SocketAddr>) {
+    let wanted = shared.snapshot().config.admin.listen;
+    if wanted != bound_for {
+        tracing::warn!(
+            running = ?bound_for,
+            configured = ?wanted,
+            "admin.listen changed; the admin API keeps its current address until a restart"
+        );
     }
 }
 
-/// `Authorization: Bearer TOKEN`, compared in constant time, when a token is configured.
+/// What an admin path names (segments already percent-decoded).
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    Health,
+    Metrics,
+    Page,
+    Status,
+    Backends,
+    Backend(String),
+    BackendAction(String, crate::config::AdminState),
+    Session(String),
+    Reload,
+}
+
+impl Resource {
+    fn parse(path: &str) -> Option<Resource> {
+        let segments: Vec<String> =
+            path.split('/').filter(|s| !s.is_empty()).map(reply::percent_decode).collect::<Option<_>>()?;
+        let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+        Some(match segments.as_slice() {
+            [] => Resource::Page,
+            ["healthz"] => Resource::Health,
+            ["metrics"] => Resource::Metrics,
+            ["api", "status"] => Resource::Status,
+            ["api", "backends"] => Resource::Backends,
+            ["api", "backends", name] => Resource::Backend(name.to_string()),
+            ["api", "backends", name, action] => Resource::BackendAction(name.to_string(), api::parse_action(action)?),
+            ["api", "sessions", id] => Resource::Session(id.to_string()),
+            ["api", "reload"] => Resource::Reload,
+            _ => return None,
+        })
+    }
+
+    /// Methods the resource answers (HEAD is served as GET).
+    fn allows(&self) -> &'static [Method] {
+        match self {
+            Resource::BackendAction(..) | Resource::Reload => &[Method::POST],
+            Resource::Session(_) => &[Method::GET, Method::DELETE],
+            _ => &[Method::GET],
+        }
+    }
+
+    /// Reachable without the token: the liveness probe, and the status page's static shell.
+    fn is_open(&self) -> bool {
+        matches!(self, Resource::Health | Resource::Page)
+    }
+}
+
+async fn route(shared: &Shared, req: Request<Incoming>) -> AdminResponse {
+    let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
+    let resource = Resource::parse(req.uri().path());
+    let open = resource.as_ref().is_some_and(Resource::is_open);
+    if !open && !authorized(shared, &req) {
+        return reply::unauthorized();
+    }
+    let Some(resource) = resource else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if !resource.allows().contains(&method) {
+        return reply::method_not_allowed(resource.allows());
+    }
+    if method != Method::GET && is_cross_origin(&req) {
+        return error(StatusCode::FORBIDDEN, "cross-origin request refused");
+    }
+    match resource {
+        Resource::Health => reply::text(StatusCode::OK, "ok\n"),
+        Resource::Metrics => api::metrics(shared, req.headers().get(header::ACCEPT)),
+        Resource::Page => reply::status_page(),
+        Resource::Status => api::status(shared),
+        Resource::Backends => api::backends(shared),
+        Resource::Backend(name) => api::backend(shared, &name),
+        Resource::BackendAction(name, state) => api::set_state(shared, &name, state),
+        Resource::Session(id) => api::session(shared, &id, method == Method::DELETE).await,
+        Resource::Reload => api::reload(shared),
+    }
+}
+
+/// `Authorization: Bearer TOKEN` (scheme case-insensitive), compared in constant time, when a
+/// token is configured.
 fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
     let snap = shared.snapshot();
     let token = snap.config.admin.token.as_bytes();
     if token.is_empty() {
         return true;
     }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .as_bytes();
+    let given = req.headers().get(header::AUTHORIZATION).and_then(bearer_token).unwrap_or_default();
     constant_time_eq(given, token)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+    let v = value.as_bytes();
+    let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii())
+}
+
+/// Equality whose running time depends only on the length of `given` (the caller's input),
+/// never on where `secret` differs or how long it is.
+pub fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return given.is_empty();
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[derive(Serialize)]
-struct BackendView {
-    name: String,
-    address: String,
-    state: &'static str,
-    healthy: bool,
-    active_requests: usize,
-    sessions: i64,
-    weight: u32,
-    requests: u64,
-    failures: u64,
-}
-
-fn backends(shared: &Shared) -> Vec<BackendView> {
-    // Let pending evictions run so that session counts are current.
-    let _ = shared.store.len();
-    shared
-        .snapshot()
-        .pool
-        .backends()
-        .iter()
-        .map(|b| BackendView {
-            name: b.name.to_string(),
-            address: b.addr.to_string(),
-            state: b.state().as_str(),
-            healthy: b.is_healthy(),
-            active_requests: b.in_flight(),
-            sessions: b.sessions.load(Relaxed).max(0),
-            weight: b.weight,
-            requests: b.requests.load(Relaxed),
-            failures: b.failures.load(Relaxed),
-        })
-        .collect()
-}
-
-fn set_state(shared: &Shared, name: &str, action: &str) -> AdminResponse {
-    let state = match action {
-        "drain" => AdminState::Drain,
-        "maint" => AdminState::Maint,
-        "enable" => AdminState::Active,
-        _ => return error(StatusCode::NOT_FOUND, "unknown action: use drain, maint or enable"),
-    };
-    let snap = shared.snapshot();
-    let Some(b) = snap.pool.get(name) else {
-        return error(StatusCode::NOT_FOUND, &format!("no backend named {name:?}"));
-    };
-    b.set_state(state);
-    tracing::info!(backend = name, state = state.as_str(), "backend state changed through the admin API");
-    json(StatusCode::OK, &serde_json::json!({ "name": name, "state": state.as_str() }))
-}
-
-async fn session(shared: &Shared, id: &str, delete: bool) -> AdminResponse {
-    let snap = shared.snapshot();
-    // Accept a whole insert-mode cookie value as well as a bare session id.
-    let key = snap.session.codec.as_ref().and_then(|c| c.verify(id)).unwrap_or_else(|| id.to_owned());
-    let Some(backend) = shared.store.get(&key, &snap.pool).await else {
-        return error(StatusCode::NOT_FOUND, "no such session");
-    };
-    if delete {
-        shared.store.unpin(&key).await;
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, g) in given.iter().enumerate() {
+        diff |= g ^ secret[i % secret.len()];
     }
-    json(StatusCode::OK, &serde_json::json!({ "id": key, "backend": &*backend.name, "deleted": delete }))
+    std::hint::black_box(diff) == 0
 }
 
-fn reload(shared: &Shared) -> AdminResponse {
-    match shared.reload() {
-        Ok(()) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true })),
-        Err(e) => {
-            tracing::error!("reload rejected: {e}");
-            json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "invalid config", "errors": e.messages() }))
-        }
+/// A browser-sent `Origin` that is not this listener's own (`http://` + `Host`). Clients
+/// that send no `Origin` (curl, scripts) are not browsers acting for another site.
+fn is_cross_origin(req: &Request<Incoming>) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else { return false };
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin = origin.to_str().unwrap_or("");
+    !matches!(origin.strip_prefix("http://"), Some(o) if o.eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AdminState;
+
+    #[test]
+    fn token_compare_accepts_only_the_exact_token() {
+        assert!(constant_time_eq(b"s3cret-token", b"s3cret-token"));
+        assert!(!constant_time_eq(b"s3cret-tokeN", b"s3cret-token"));
+        assert!(!constant_time_eq(b"s3cret-token-", b"s3cret-token"), "a longer guess");
+        assert!(!constant_time_eq(b"s3cret", b"s3cret-token"), "a prefix");
+        assert!(!constant_time_eq(b"", b"s3cret-token"));
+        assert!(!constant_time_eq(b"s3cret-tokens3cret-token", b"s3cret-token"), "the token twice");
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"x", b""));
     }
-}
 
-fn metrics(shared: &Shared) -> AdminResponse {
-    let body = crate::metrics::render(shared);
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    r
-}
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_required() {
+        let t = |v: &'static str| bearer_token(&HeaderValue::from_static(v)).map(<[u8]>::to_vec);
+        assert_eq!(t("Bearer abc"), Some(b"abc".to_vec()));
+        assert_eq!(t("bearer  abc "), Some(b"abc".to_vec()));
+        assert_eq!(t("Basic abc"), None);
+        assert_eq!(t("abc"), None);
+    }
 
-fn status_page() -> AdminResponse {
-    let mut r = Response::new(Full::new(Bytes::from_static(include_bytes!("status.html"))));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    r
-}
-
-fn json<T: Serialize>(status: StatusCode, value: &T) -> AdminResponse {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-fn error(status: StatusCode, message: &str) -> AdminResponse {
-    json(status, &serde_json::json!({ "error": message }))
-}
-
-fn text(status: StatusCode, body: &'static str) -> AdminResponse {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
+    #[test]
+    fn paths_name_resources_with_decoded_segments() {
+        assert_eq!(Resource::parse("/"), Some(Resource::Page));
+        assert_eq!(Resource::parse("/healthz/"), Some(Resource::Health));
+        assert_eq!(Resource::parse("/api/backends/app%201"), Some(Resource::Backend("app 1".into())));
+        assert_eq!(
+            Resource::parse("/api/backends/a/maint"),
+            Some(Resource::BackendAction("a".into(), AdminState::Maint))
+        );
+        assert_eq!(Resource::parse("/api/backends/a/explode"), None);
+        assert_eq!(Resource::parse("/api/sessions/ab%2Bc%3D"), Some(Resource::Session("ab+c=".into())));
+        assert_eq!(Resource::parse("/api/sessions/%zz"), None);
+        assert_eq!(Resource::parse("/nope"), None);
+    }
 }

@@ -4,6 +4,7 @@
 
 use crate::clock::now_ms;
 use crate::config::{AdminState, BackendAddr, BackendConfig, HealthConfig};
+use crate::metrics::StatusCounters;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +34,10 @@ pub struct Backend {
     /// Pins currently pointing here (maintained by the affinity store); shared with the
     /// reconfigured copies of this backend so counts survive a reload.
     pub sessions: Arc<AtomicI64>,
-    /// Requests answered, and those answered 5xx by us or the backend (for the status page).
-    pub requests: AtomicU64,
-    pub failures: AtomicU64,
+    /// Responses by status code (the backend's, or ours on 502/503/504); shared with the
+    /// reconfigured copies of this backend, so that requests still running on an old snapshot
+    /// count too and the counters survive a reload.
+    pub responses: Arc<StatusCounters>,
 }
 
 impl Backend {
@@ -55,8 +57,7 @@ impl Backend {
             consecutive_failures: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
             sessions: Arc::new(AtomicI64::new(0)),
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
+            responses: Arc::default(),
         }
     }
 
@@ -70,8 +71,7 @@ impl Backend {
         b.healthy.store(self.healthy.load(Relaxed), Relaxed);
         b.ejected_until.store(self.ejected_until.load(Relaxed), Relaxed);
         b.recovered_at.store(self.recovered_at.load(Relaxed), Relaxed);
-        b.requests.store(self.requests.load(Relaxed), Relaxed);
-        b.failures.store(self.failures.load(Relaxed), Relaxed);
+        b.responses = self.responses.clone();
         b
     }
 

@@ -5,7 +5,7 @@ use super::Backend;
 use rand::Rng;
 use std::sync::Arc;
 
-pub fn select<'a>(backends: &'a [Arc<Backend>], ok: impl Fn(&Backend) -> bool) -> Option<&'a Arc<Backend>> {
+pub fn select(backends: &[Arc<Backend>], ok: impl Fn(&Backend) -> bool) -> Option<&Arc<Backend>> {
     let mut rng = rand::thread_rng();
     let first = draw(backends, &ok, None, &mut rng)?;
     let Some(second) = draw(backends, &ok, Some(first), &mut rng) else {

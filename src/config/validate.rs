@@ -144,11 +144,7 @@ pub fn validate(mut config: Config, file: &str, text: &str) -> Result<Config, Co
     if !config.health.path.starts_with('/') {
         c.key("health", "path", "health.path must start with '/'");
     }
-    if config.cluster.store == StoreKind::Redis
-        && !(config.cluster.redis_url.starts_with("redis://") || config.cluster.redis_url.starts_with("rediss://"))
-    {
-        c.key("cluster", "redis_url", "cluster.redis_url must start with redis:// or rediss://");
-    }
+    check_cluster(&mut c, &config.cluster);
     if config.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
         c.key("log", "level", format!("invalid log level {:?}", config.log.level));
     }
@@ -218,6 +214,36 @@ fn resolve_secret(c: &mut Checker, s: &SessionConfig) -> Option<String> {
         return None;
     }
     Some(secret)
+}
+
+fn check_cluster(c: &mut Checker, cl: &ClusterConfig) {
+    c.positive("cluster", "redis_timeout", cl.redis_timeout);
+    if cl.store == StoreKind::Redis {
+        if !(cl.redis_url.starts_with("redis://") || cl.redis_url.starts_with("rediss://")) {
+            c.key("cluster", "redis_url", "cluster.redis_url must start with redis:// or rediss://");
+        } else if let Err(e) = redis::Client::open(cl.redis_url.as_str()) {
+            c.key("cluster", "redis_url", format!("invalid cluster.redis_url: {e}"));
+        }
+        if cl.snapshot_file.is_some() {
+            c.key(
+                "cluster",
+                "snapshot_file",
+                "cluster.snapshot_file is for store = \"memory\"; with store = \"redis\" pins live in Redis",
+            );
+        }
+    }
+    if cl.key_prefix.chars().any(char::is_whitespace) {
+        c.key("cluster", "key_prefix", "cluster.key_prefix must not contain whitespace");
+    }
+    if let Some(dir) = cl.snapshot_file.as_ref().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            c.key(
+                "cluster",
+                "snapshot_file",
+                format!("cluster.snapshot_file: directory {} does not exist", dir.display()),
+            );
+        }
+    }
 }
 
 fn is_token_byte(b: u8) -> bool {
@@ -290,6 +316,22 @@ mod tests {
         let text = format!("[session]\nsecret = \"short\"\n{MIN}");
         let e = parse(&text, "t.toml").unwrap_err().to_string();
         assert!(e.contains("t.toml:2:10: session secret must be at least 32 bytes"), "{e}");
+    }
+
+    #[test]
+    fn cluster_keys_are_checked() {
+        let text = format!(
+            "[cluster]\nstore = \"redis\"\nredis_url = \"redis://\"\nsnapshot_file = \"pins.jsonl\"\nredis_timeout = \"0s\"\n{MIN}"
+        );
+        let e = parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml:5:1: cluster.redis_timeout must be greater than 0"), "{e}");
+        assert!(e.contains("t.toml:3:1: invalid cluster.redis_url"), "{e}");
+        assert!(e.contains("t.toml:4:1: cluster.snapshot_file is for store = \"memory\""), "{e}");
+        let text = format!("[cluster]\nsnapshot_file = \"/no/such/dir/pins.jsonl\"\n{MIN}");
+        let e = parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml:2:1: cluster.snapshot_file: directory /no/such/dir does not exist"), "{e}");
+        let text = format!("[cluster]\nstore = \"redis\"\nredis_url = \"redis://10.0.0.1:6379/2\"\n{MIN}");
+        assert!(parse(&text, "t.toml").is_ok());
     }
 
     #[test]

@@ -189,10 +189,15 @@ async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<
         Decision::Reject { from } => Err((ProxyError::NoBackend, Some(from.name.clone()))),
         Decision::Reassign { from } => {
             shared.metrics.reassigned(reassign_reason(snap, &from));
-            let backend = snap.pool.select(key.as_deref(), &[]).ok_or((ProxyError::NoBackend, None))?;
-            if let Some(k) = &key {
-                shared.store.pin(k, &backend).await;
-            }
+            let chosen = snap.pool.select(key.as_deref(), &[]).ok_or((ProxyError::NoBackend, None))?;
+            let backend = match &key {
+                // Another instance may have moved this session already: adopt its choice.
+                Some(k) => {
+                    let won = shared.store.reassign(k, &from, &chosen, &snap.pool).await;
+                    snap.pool.current(&won).filter(|b| b.serves_pinned()).cloned().unwrap_or(chosen)
+                }
+                None => chosen,
+            };
             Ok(Route { backend, key, new_cookie: false, previous: Some(from.name.clone()), pinned: false })
         }
         Decision::New => {
@@ -224,11 +229,16 @@ fn reassign_reason(snap: &Snapshot, from: &Arc<Backend>) -> Reassign {
 
 /// After a failed attempt: pick another backend and move the session there.
 async fn reroute(shared: &Shared, snap: &Snapshot, route: Route, failed: &[Arc<Backend>]) -> Option<Route> {
-    let backend = snap.pool.select(route.key.as_deref(), failed)?;
+    let mut backend = snap.pool.select(route.key.as_deref(), failed)?;
     shared.metrics.reassigned(Reassign::ConnectFailed);
     if let Some(k) = &route.key {
         if snap.session.mode != SessionMode::None {
-            shared.store.pin(k, &backend).await;
+            // Another instance may have moved this session already: adopt its choice.
+            let won = shared.store.reassign(k, &route.backend, &backend, &snap.pool).await;
+            let usable = |b: &&Arc<Backend>| b.serves_pinned() && !failed.iter().any(|f| Arc::ptr_eq(f, b));
+            if let Some(b) = snap.pool.current(&won).filter(usable) {
+                backend = b.clone();
+            }
         }
     }
     let previous = route.previous.or_else(|| Some(route.backend.name.clone()));

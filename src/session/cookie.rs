@@ -112,8 +112,10 @@ mod tests {
     use super::*;
 
     fn codec(secret: &str, previous: &[&str]) -> CookieCodec {
-        let mut cfg = SessionConfig::default();
-        cfg.previous_secrets = previous.iter().map(|s| toml::Spanned::new(0..0, s.to_string())).collect();
+        let cfg = SessionConfig {
+            previous_secrets: previous.iter().map(|s| toml::Spanned::new(0..0, s.to_string())).collect(),
+            ..SessionConfig::default()
+        };
         CookieCodec::new(&cfg, Some(secret), false)
     }
 
@@ -144,12 +146,14 @@ mod tests {
 
     #[test]
     fn attributes() {
-        let mut cfg = SessionConfig::default();
-        cfg.cookie_path = "/app".into();
-        cfg.cookie_domain = "example.test".into();
-        cfg.cookie_secure = Some(true);
-        cfg.cookie_same_site = SameSite::Strict;
-        cfg.cookie_max_age = Some(Duration::from_secs(3600));
+        let cfg = SessionConfig {
+            cookie_path: "/app".into(),
+            cookie_domain: "example.test".into(),
+            cookie_secure: Some(true),
+            cookie_same_site: SameSite::Strict,
+            cookie_max_age: Some(Duration::from_secs(3600)),
+            ..SessionConfig::default()
+        };
         let c = CookieCodec::new(&cfg, Some(A), false);
         let h = c.set_cookie("0123456789abcdef0123456789abcdef");
         let h = h.to_str().unwrap();
