@@ -70,7 +70,9 @@ fn config_error(e: &stickylb::config::ConfigError) -> ExitCode {
 }
 
 fn block_on(f: impl std::future::Future<Output = Result<(), stickylb::RunError>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The main thread is worker 0: a single-threaded runtime (the library starts one more per
+    // CPU); work stealing between cores measured 15-40% slower here (../shared/bench/NOTES.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

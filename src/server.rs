@@ -25,11 +25,13 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Bind a listener with SO_REUSEADDR (a restart does not wait for TIME_WAIT) and a deep
-/// backlog.
+/// Bind a listener with SO_REUSEADDR (a restart does not wait for TIME_WAIT), SO_REUSEPORT
+/// (every worker thread accepts on its own socket of the same address, and the kernel spreads
+/// connections over them) and a deep backlog.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -68,9 +70,13 @@ fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Runs the client-facing listeners until `shutdown` flips to true, then drains.
+/// Runs the client-facing listeners of one worker thread until `shutdown` flips to true,
+/// then drains. Each worker has its own `Server` with its own sockets of the same addresses;
+/// they share the connection limit.
 pub struct Server {
     shared: Arc<Shared>,
+    /// The primary worker adopts the sockets a reload bound; the others bind their own.
+    primary: bool,
     permits: Arc<Semaphore>,
     max_connections: usize,
     shutdown: watch::Receiver<bool>,
@@ -78,20 +84,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind every configured address (an error if any cannot be bound).
-    pub fn bind(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> std::io::Result<Server> {
+    /// Bind `addrs` (an error if any cannot be bound). `permits` is the process-wide
+    /// connection limit shared by all workers.
+    pub fn bind(
+        shared: Arc<Shared>,
+        shutdown: watch::Receiver<bool>,
+        permits: Arc<Semaphore>,
+        addrs: &[SocketAddr],
+        primary: bool,
+    ) -> std::io::Result<Server> {
         let max_connections = shared.snapshot().config.server.max_connections;
-        let mut server = Server {
-            shared,
-            permits: Arc::new(Semaphore::new(max_connections)),
-            max_connections,
-            shutdown,
-            loops: HashMap::new(),
-        };
-        for addr in server.shared.snapshot().config.server.listen.clone() {
+        let mut server = Server { shared, primary, permits, max_connections, shutdown, loops: HashMap::new() };
+        for &addr in addrs {
             let listener =
                 bind(addr).map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            server.start(addr, listener);
+            let bound = listener.local_addr()?;
+            server.start(bound, listener);
         }
         Ok(server)
     }
@@ -102,7 +110,9 @@ impl Server {
     }
 
     fn start(&mut self, addr: SocketAddr, listener: TcpListener) {
-        tracing::info!(%addr, "listening");
+        if self.primary {
+            tracing::info!(%addr, "listening");
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(
             listener,
@@ -139,7 +149,8 @@ impl Server {
     fn rebind(&mut self) {
         // Sockets the reload bound already; any it bound for an address a later reload
         // dropped again are closed with `fresh`.
-        let mut fresh: HashMap<SocketAddr, TcpListener> = self.shared.take_fresh_listeners().into_iter().collect();
+        let mut fresh: HashMap<SocketAddr, TcpListener> =
+            if self.primary { self.shared.take_fresh_listeners().into_iter().collect() } else { HashMap::new() };
         let wanted = self.shared.snapshot().config.server.listen.clone();
         let gone: Vec<SocketAddr> = self.loops.keys().filter(|a| !wanted.contains(a)).copied().collect();
         for addr in gone {

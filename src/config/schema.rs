@@ -82,6 +82,19 @@ pub struct ServerConfig {
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Extra key: worker threads, each with its own runtime and sockets; 0 = one per CPU
+    /// this process may run on.
+    pub threads: usize,
+}
+
+impl ServerConfig {
+    /// The number of worker threads to run.
+    pub fn workers(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -95,6 +108,7 @@ impl Default for ServerConfig {
             max_body_bytes: 0,
             max_connections: defaults::MAX_CONNECTIONS,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            threads: 0,
         }
     }
 }

@@ -40,6 +40,12 @@ const POOL_MAX_IDLE_PER_HOST: usize = 1024;
 /// How long an idle upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+thread_local! {
+    /// One pooled client per worker thread: its connections are driven by that thread's
+    /// runtime, so a request never waits on another thread's wake-up.
+    static UPSTREAM: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
+}
+
 pub fn upstream_client(config: &Config) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -135,7 +141,7 @@ async fn proxy(
     let deadline = started + cfg.server.request_timeout;
     let mut failed: Vec<Arc<Backend>> = Vec::new();
     loop {
-        let result = forward(shared, snap, &parts, &body, &route, deadline).await;
+        let result = forward(snap, &parts, &body, &route, deadline).await;
         match result {
             Ok(resp) => {
                 route.backend.record_success();
@@ -272,14 +278,12 @@ fn prepare_upstream(parts: &mut http::request::Parts, client: SocketAddr) -> Res
 
 /// One attempt against `route.backend`, bounded by the request deadline.
 async fn forward(
-    shared: &Shared,
     snap: &Snapshot,
     parts: &http::request::Parts,
     body: &RequestBody,
     route: &Route,
     deadline: Instant,
 ) -> Result<(Response<Incoming>, InFlight), ProxyError> {
-    let _ = snap;
     let guard = route.backend.start_request();
     let mut req = Request::new(body.attempt());
     *req.method_mut() = parts.method.clone();
@@ -291,7 +295,8 @@ async fn forward(
             req.headers_mut().insert(PREVIOUS_BACKEND, v);
         }
     }
-    let sent = tokio::time::timeout_at(deadline.into(), shared.client.request(req)).await;
+    let request = UPSTREAM.with(|c| c.get_or_init(|| upstream_client(&snap.config)).request(req));
+    let sent = tokio::time::timeout_at(deadline.into(), request).await;
     match sent {
         Err(_) => Err(ProxyError::Timeout),
         Ok(Ok(resp)) => Ok((resp, guard)),
