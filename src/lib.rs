@@ -85,8 +85,14 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: watch::Receiver<b
     }
     let admin_addr = config.admin.listen;
     let shared = Shared::new(config, path);
-    let server = server::Server::bind(shared.clone(), shutdown.clone())?;
+    // Before the first request: restore the snapshot / start listening to other instances.
+    shared.store.start(&shared.snapshot().pool, shutdown.clone());
+    let workers = shared.snapshot().config.server.workers();
+    let permits = Arc::new(tokio::sync::Semaphore::new(shared.snapshot().config.server.max_connections));
+    let listen = shared.snapshot().config.server.listen.clone();
+    let server = server::Server::bind(shared.clone(), shutdown.clone(), permits.clone(), &listen, true)?;
     let addrs = server.local_addrs();
+    let extra_workers = spawn_workers(workers - 1, &shared, &shutdown, &permits, &addrs)?;
     let admin = match admin_addr {
         Some(addr) => {
             let listener = server::bind(addr)
@@ -102,8 +108,52 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: watch::Receiver<b
         None => None,
     };
     tokio::spawn(health::run(shared.clone(), shutdown.clone()));
-    let task = tokio::spawn(server.run());
+    let stopping = shared.clone();
+    let task = tokio::spawn(async move {
+        server.run().await;
+        for worker in extra_workers {
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
+        // Drained: no request can change a pin any more, so this is the table's final state.
+        stopping.store.stop();
+    });
     Ok(Running { shared, addrs, admin, task })
+}
+
+/// Start `n` more worker threads, each a single-threaded tokio runtime accepting on its own
+/// SO_REUSEPORT sockets of `addrs`: no work stealing between cores, and each thread's
+/// connections (client and upstream) stay on it. Shared state is the snapshot, the store and
+/// the atomics. Bind errors are reported before any thread serves.
+fn spawn_workers(
+    n: usize,
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+    permits: &Arc<tokio::sync::Semaphore>,
+    addrs: &[SocketAddr],
+) -> Result<Vec<std::thread::JoinHandle<()>>, RunError> {
+    let mut threads = Vec::with_capacity(n);
+    for i in 1..=n {
+        let (shared, shutdown, permits, addrs) = (shared.clone(), shutdown.clone(), permits.clone(), addrs.to_vec());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name(format!("stickylb-worker-{i}")).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return drop(ready_tx.send(Err(e))),
+            };
+            runtime.block_on(async move {
+                match server::Server::bind(shared, shutdown, permits, &addrs, false) {
+                    Ok(server) => {
+                        let _ = ready_tx.send(Ok(()));
+                        server.run().await;
+                    }
+                    Err(e) => drop(ready_tx.send(Err(e))),
+                }
+            });
+        })?;
+        ready_rx.recv().map_err(|_| std::io::Error::other("worker thread died"))??;
+        threads.push(thread);
+    }
+    Ok(threads)
 }
 
 /// SIGTERM / SIGINT: graceful shutdown. SIGHUP: reload.

@@ -9,8 +9,10 @@ use crate::proxy::UpstreamClient;
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use arc_swap::ArcSwap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Everything derived from one config file, never mutated after it is built.
@@ -38,6 +40,12 @@ pub struct Shared {
     /// Bumped on every successful reload, for tasks that follow the config (health checks,
     /// listeners).
     reloaded: watch::Sender<u64>,
+    /// Held while a reload runs: SIGHUP and the admin API may ask at once, and each reload
+    /// builds on the snapshot it replaces. A std Mutex: reloads never `.await`.
+    reloading: Mutex<()>,
+    /// Sockets a reload bound for new listen addresses, until the server's accept loops take
+    /// them. Binding before the swap makes a reload whose address cannot be bound fail whole.
+    fresh_listeners: Mutex<Vec<(SocketAddr, TcpListener)>>,
 }
 
 impl Shared {
@@ -53,6 +61,8 @@ impl Shared {
             metrics,
             config_path,
             reloaded: watch::channel(0).0,
+            reloading: Mutex::new(()),
+            fresh_listeners: Mutex::new(Vec::new()),
         })
     }
 
@@ -66,14 +76,34 @@ impl Shared {
         self.reloaded.subscribe()
     }
 
-    /// Re-read the config file; on error the running config stays.
+    /// Re-read the config file; on error the running config stays. Counted in the metrics.
     pub fn reload(&self) -> Result<(), ConfigError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.load_and_apply();
+        self.metrics.reloaded(result.is_ok());
+        result
+    }
+
+    fn load_and_apply(&self) -> Result<(), ConfigError> {
         let Some(path) = &self.config_path else {
             return Err(ConfigError::Io { file: "(built-in config)".into(), message: "nothing to reload".into() });
         };
         let config = config::load(path)?;
+        let mut fresh = self.fresh_listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bound = self.snapshot().config.server.listen.clone();
+        bound.extend(fresh.iter().map(|(addr, _)| *addr));
+        let new = crate::server::bind_new(&bound, &config.server.listen).map_err(|(addr, e)| {
+            ConfigError::Invalid(vec![format!("{}: server.listen: cannot listen on {addr}: {e}", path.display())])
+        })?;
+        fresh.extend(new);
+        drop(fresh);
         self.apply(config);
         Ok(())
+    }
+
+    /// The sockets reloads bound for new listen addresses since the last call.
+    pub fn take_fresh_listeners(&self) -> Vec<(SocketAddr, TcpListener)> {
+        std::mem::take(&mut *self.fresh_listeners.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Swap in a new validated config.
@@ -81,6 +111,9 @@ impl Shared {
         let old = self.snapshot();
         if !crate::store::Store::same_limits(&old.config.session, &config.session) {
             tracing::warn!("session table limits changed; they take effect after a restart");
+        }
+        if !crate::store::Store::same_cluster(&old.config, &config) {
+            tracing::warn!("[cluster] settings changed; they take effect after a restart");
         }
         let next = Snapshot::new(config, Some(&old));
         self.snapshot.store(Arc::new(next));

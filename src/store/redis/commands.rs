@@ -1,0 +1,177 @@
+//! The Redis commands the store sends, each one call bounded by `cluster.redis_timeout` and
+//! reported to the [`Link`](super::link::Link): a failure answers `None` (or `false`) and the
+//! caller carries on with its local table. Writes that other instances must hear about go in
+//! one MULTI with their PUBLISH, so that events arrive in the order of the writes.
+
+use super::events;
+use super::pin::{self, PinValue};
+use super::{unix_ms, Inner};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisResult;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the connection manager may take to (re)connect in the background.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Move a pin unless it was moved already, and publish the move, atomically. KEYS: the pin,
+/// the event channel. ARGV: the backend name it moves from, the new value, its expiry (ms),
+/// the event. Returns nil when moved, otherwise the value that holds. A missing pin (expired)
+/// or one that is not ours to parse is overwritten.
+const MOVE_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  if sep and string.sub(cur, sep + 1) ~= ARGV[1] then
+    return cur
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[4])
+return false
+"#;
+
+impl Inner {
+    /// GET the pin and set its expiry to `ttl`, in one round trip; `None` if Redis could not
+    /// be asked.
+    pub(super) async fn get_and_expire(&self, key: &str, ttl: Duration) -> Option<Option<String>> {
+        let redis_key = self.keys.pin(key);
+        let mut get = redis::pipe();
+        get.get(&redis_key).cmd("PEXPIRE").arg(&redis_key).arg(ttl.as_millis() as u64).ignore();
+        let (raw,): (Option<String>,) = self.call(|c| pipe_query(&get, c)).await?;
+        Some(raw)
+    }
+
+    /// Refresh a cached pin's expiry and read what Redis holds; `None` if Redis could not be
+    /// asked.
+    pub(super) async fn refresh(&self, key: &str, ours: &PinValue) -> Option<Option<PinValue>> {
+        let Some(ttl) = pin::ttl(ours.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime) else {
+            return Some(None);
+        };
+        let raw = self.get_and_expire(key, ttl).await?;
+        Some(raw.as_deref().and_then(PinValue::decode))
+    }
+
+    /// `SET key value NX PX ttl` then `GET key`: the pin that holds afterwards (ours if we
+    /// won), or `Some(None)` if none does; `None` if Redis could not be asked.
+    pub(super) async fn set_if_absent(&self, key: &str, value: &PinValue) -> Option<Option<String>> {
+        let ttl = pin::ttl(value.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime)?;
+        let redis_key = self.keys.pin(key);
+        let mut set = redis::pipe();
+        set.cmd("SET").arg(&redis_key).arg(value.encode()).arg("NX").arg("PX").arg(ttl.as_millis() as u64).ignore();
+        set.get(&redis_key);
+        let (held,): (Option<String>,) = self.call(|c| pipe_query(&set, c)).await?;
+        Some(held)
+    }
+
+    /// Overwrite the pin and tell the other instances, atomically (MULTI) so that the event
+    /// order is the write order. True if Redis took it.
+    pub(super) async fn write_replace(&self, key: &str, value: &PinValue) -> bool {
+        let Some(ttl) = pin::ttl(value.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime) else {
+            return false;
+        };
+        let mut tx = redis::pipe();
+        tx.atomic()
+            .cmd("SET")
+            .arg(self.keys.pin(key))
+            .arg(value.encode())
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .publish(&self.keys.channel, events::encode(events::Op::Pin, self.instance, key))
+            .ignore();
+        self.call(|c| pipe_query::<()>(&tx, c)).await.is_some()
+    }
+
+    /// Move the pin from backend `from` to `value` unless another move came first: `Some(None)`
+    /// if moved, `Some(Some(v))` with the pin that holds otherwise, `None` if Redis could not
+    /// be asked.
+    pub(super) async fn move_pin(&self, key: &str, from: &str, value: &PinValue) -> Option<Option<String>> {
+        let ttl = pin::ttl(value.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime)?;
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(MOVE_SCRIPT)
+            .arg(2)
+            .arg(self.keys.pin(key))
+            .arg(&self.keys.channel)
+            .arg(from)
+            .arg(value.encode())
+            .arg(ttl.as_millis() as u64)
+            .arg(events::encode(events::Op::Pin, self.instance, key));
+        self.call(|c| cmd_query(&eval, c)).await
+    }
+
+    /// Delete the pin and tell the other instances.
+    pub(super) async fn delete(&self, key: &str) {
+        let mut tx = redis::pipe();
+        tx.atomic()
+            .del(self.keys.pin(key))
+            .ignore()
+            .publish(&self.keys.channel, events::encode(events::Op::Unpin, self.instance, key))
+            .ignore();
+        self.call(|c| pipe_query::<()>(&tx, c)).await;
+    }
+
+    pub(super) async fn expire(self: Arc<Self>, key: String, ttl: Duration) {
+        let mut cmd = redis::cmd("PEXPIRE");
+        cmd.arg(self.keys.pin(&key)).arg(ttl.as_millis() as u64);
+        self.call(|c| cmd_query::<()>(&cmd, c)).await;
+    }
+
+    /// Run one Redis call bounded by `cluster.redis_timeout`, reporting to the link; `None`
+    /// if it failed (a request never fails because of Redis).
+    pub(super) async fn call<T, F, Fut>(&self, f: F) -> Option<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempt = async {
+            let conn = self.connection().await?;
+            match f(conn.clone()).await {
+                // The manager answers the first call after a lost connection with that loss and
+                // reconnects meanwhile: one more try (within the same time budget) uses the new one.
+                Err(e) if is_connection_error(&e) => f(conn.clone()).await,
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(v)) => {
+                self.link.succeeded();
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                self.link.failed(&e);
+                None
+            }
+            Err(_) => {
+                self.link.failed(&format_args!("no answer within {:?} (cluster.redis_timeout)", self.timeout));
+                None
+            }
+        }
+    }
+
+    pub(super) async fn connection(&self) -> RedisResult<&ConnectionManager> {
+        self.conn
+            .get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(self.timeout)
+                    .set_number_of_retries(1)
+                    .set_max_delay(500);
+                ConnectionManager::new_with_config(self.client.clone(), config)
+            })
+            .await
+    }
+}
+
+async fn pipe_query<T: redis::FromRedisValue>(p: &redis::Pipeline, mut c: ConnectionManager) -> RedisResult<T> {
+    p.query_async(&mut c).await
+}
+
+async fn cmd_query<T: redis::FromRedisValue>(cmd: &redis::Cmd, mut c: ConnectionManager) -> RedisResult<T> {
+    cmd.query_async(&mut c).await
+}
+
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}

@@ -1,0 +1,431 @@
+//! Several instances: pins shared through a real `redis-server` (started here on a free
+//! loopback port, its own directory, no persistence), reassignments heard through pub/sub,
+//! racing first requests, a Redis outage and its recovery; and the memory store's snapshot
+//! across a restart.
+//!
+//! `redis-server` must be installed (scripts/test installs it): without it these tests fail,
+//! they do not skip.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use common::*;
+
+// ------------------------------------------------------------------------------------ Redis
+
+/// A `redis-server` child process on 127.0.0.1; killed (SIGKILL) on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn redis_server_binary() -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "redis-server is not installed, and the cluster tests need a real one: \
+                 run scripts/test (it installs it) or `apt-get install redis-server`"
+            )
+        })
+}
+
+impl RedisServer {
+    /// On a free port (another one if the port was taken before redis-server could bind it).
+    async fn start() -> RedisServer {
+        for _ in 0..5 {
+            let mut r = RedisServer { child: None, port: free_port(), dir: tempfile::tempdir().expect("tempdir") };
+            if r.try_spawn().await {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    async fn start_on(port: u16) -> RedisServer {
+        let mut r = RedisServer { child: None, port, dir: tempfile::tempdir().expect("tempdir") };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        assert!(self.try_spawn().await, "redis-server exited at start on port {}: {}", self.port, self.log());
+    }
+
+    /// Starts redis-server and waits until it answers; false if it exited (port taken).
+    async fn try_spawn(&mut self) -> bool {
+        assert!(self.child.is_none(), "redis-server already running");
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("redis log");
+        let child = Command::new(redis_server_binary())
+            .args(["--port", &self.port.to_string(), "--bind", HOST, "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let dl = Deadline::after(secs(10));
+        while !self.answers_ping().await {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return false;
+            }
+            assert!(!dl.expired(), "redis-server did not answer on port {} within 10 s: {}", self.port, self.log());
+            sleep_ms(20).await;
+        }
+        true
+    }
+
+    async fn answers_ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else { return false };
+        let ping = async {
+            let mut c = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        };
+        matches!(tokio::time::timeout(ms(500), ping).await, Ok(Ok(_)))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{HOST}:{}/0", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Like a crash: SIGKILL, then reap.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port (empty: nothing is persisted).
+    async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Keys matching `pattern`, read with a fresh connection.
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let mut c = client.get_multiplexed_async_connection().await.expect("connect to redis-server");
+        redis::cmd("KEYS").arg(pattern).query_async(&mut c).await.expect("KEYS")
+    }
+}
+
+impl RedisServer {
+    /// `SET key value PX ms` with a fresh connection (nothing published).
+    async fn set(&self, key: &str, value: &str, ttl_ms: u64) {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let mut c = client.get_multiplexed_async_connection().await.expect("connect to redis-server");
+        redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl_ms).query_async::<()>(&mut c).await.expect("SET");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ------------------------------------------------------------------------------------ helpers
+
+const PREFIX: &str = "lbtest:";
+
+async fn three() -> Vec<TestBackend> {
+    TestBackend::start_many(&["app1", "app2", "app3"]).await
+}
+
+fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
+    bs.iter().collect()
+}
+
+/// One instance of a Redis-backed cluster: round robin (so that two instances choosing on
+/// their own would disagree) and no active health checks (so an instance only learns about a
+/// moved session from the other instance).
+fn instance(bs: &[TestBackend], redis_url: &str) -> BalancerBuilder {
+    balancer(&refs(bs))
+        .set("balance.algorithm", "round_robin")
+        .set("health.enabled", false)
+        .set("cluster.store", "redis")
+        .set("cluster.redis_url", redis_url)
+        .set("cluster.key_prefix", PREFIX)
+        .set("cluster.redis_timeout", "1s")
+}
+
+/// GET `path` through `lb` as `user`: the backend that answered (asserting a 200).
+async fn served_by(user: &User, lb: &Balancer, path: &str) -> String {
+    let r = user.get(&lb.url(path)).await;
+    assert_eq!(r.status, 200, "{path} through port {}: {}", lb.port, r.describe());
+    r.backend().unwrap_or_else(|| panic!("no backend in {}", r.describe()))
+}
+
+/// `n` users, each with a session made through `lb`, and the backend of each.
+async fn sessions(lb: &Balancer, n: usize) -> Vec<(User, String)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let u = User::new();
+        let b = served_by(&u, lb, &format!("/start/{i}")).await;
+        out.push((u, b));
+    }
+    out
+}
+
+/// The sessions grouped by backend: an instance that ignored the shared pins and just went
+/// round robin could not serve this order right by chance, as it could the creation order.
+fn by_backend(users: &[(User, String)]) -> Vec<&(User, String)> {
+    let mut v: Vec<&(User, String)> = users.iter().collect();
+    v.sort_by(|x, y| x.1.cmp(&y.1));
+    v
+}
+
+/// Waits until `lb`'s log says it reached Redis again, sending it requests meanwhile (an
+/// instance only notices by trying).
+async fn wait_reconnected(lb: &Balancer) {
+    let dl = Deadline::after(secs(10));
+    while !lb.log_tail(500).contains("Redis is reachable again") {
+        assert!(!dl.expired(), "port {} never reached Redis again\n{}", lb.port, lb.log_tail(20));
+        served_by(&User::new(), lb, "/probe").await;
+        sleep_ms(100).await;
+    }
+}
+
+fn pin_pattern() -> String {
+    format!("{PREFIX}pin:*")
+}
+
+// ------------------------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_through_one_instance_keeps_its_backend_through_the_other() {
+    let redis = RedisServer::start().await;
+    let bs = three().await;
+    let a = instance(&bs, &redis.url()).start().await;
+    let b = instance(&bs, &redis.url()).start().await;
+    let users = sessions(&a, 100).await;
+    for (i, (u, backend)) in by_backend(&users).into_iter().enumerate() {
+        assert_eq!(&served_by(u, &b, &format!("/other/{i}")).await, backend, "session {i} through B");
+    }
+    let spread = counts(users.iter().map(|(_, b)| b.clone()));
+    assert_eq!(spread.len(), 3, "round robin used every backend: {spread:?}");
+    assert_eq!(redis.keys(&pin_pattern()).await.len(), 100, "every pin is in Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reassignment_through_one_instance_reaches_the_other_within_100ms() {
+    let redis = RedisServer::start().await;
+    let bs = three().await;
+    let a = instance(&bs, &redis.url()).start().await;
+    let b = instance(&bs, &redis.url()).start().await;
+    let users = sessions(&a, 30).await;
+    for (i, (u, backend)) in users.iter().enumerate() {
+        // B caches the pin it is about to be told to forget.
+        assert_eq!(&served_by(u, &b, &format!("/warm/{i}")).await, backend, "session {i} through B");
+    }
+    let victim = users[0].1.clone();
+    bs.iter().find(|t| t.name() == victim).unwrap().stop().await;
+
+    let moved: Vec<&(User, String)> = users.iter().filter(|(_, b)| *b == victim).collect();
+    assert!(moved.len() >= 5, "enough sessions on {victim}: {}", moved.len());
+    for (i, (u, _)) in moved.iter().enumerate() {
+        let new = served_by(u, &a, &format!("/moved/{i}")).await;
+        assert_ne!(new, victim, "A reassigned the session");
+        let answered = Instant::now();
+        // B's view of the session (a cached pin shows until the event drops it) must follow
+        // through pub/sub alone: a later request through B would also be rescued by the
+        // compare-and-set of its own reassignment, which would hide a deaf listener.
+        let cookie = u.cookie(&b.url("/"), COOKIE).expect("session cookie");
+        while b.session(&cookie).await.as_deref() != Some(new.as_str()) {
+            assert!(answered.elapsed() < ms(100), "B still routes session {i} to {victim} 100 ms after A moved it");
+        }
+        let gap = answered.elapsed();
+        let r = u.get(&b.url(&format!("/after/{i}"))).await;
+        assert!(gap < ms(100), "B asked {gap:?} after A's answer");
+        assert_eq!(r.status, 200, "{}", r.describe());
+        assert_eq!(r.backend().as_deref(), Some(new.as_str()), "B follows A's reassignment");
+    }
+    // B never tried the dead backend itself: it had dropped its cached pins on the event.
+    assert_eq!(b.metric("stickylb_session_reassignments_total").await.unwrap_or(0.0), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reassignment_adopts_a_move_another_instance_made_first() {
+    let redis = RedisServer::start().await;
+    let bs = three().await;
+    let b = instance(&bs, &redis.url()).set("session.mode", "header").start().await;
+    let client = plain_client();
+    let run = std::process::id();
+    let mut on_app1 = Vec::new();
+    for i in 0..30 {
+        let key = format!("cas-{run}-{i}");
+        let r = get_with(&client, &b.url("/start"), &[("X-Session-Id", &key)]).await;
+        if r.backend().as_deref() == Some("app1") {
+            on_app1.push(key);
+        }
+    }
+    assert!(on_app1.len() >= 5, "sessions on app1: {}", on_app1.len());
+    // Another instance moved them while B's event was lost: B still has app1 cached. (The
+    // value is the store's `created_ms:backend` encoding.)
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let targets = ["app2", "app2", "app3", "app2", "app3", "app3", "app3", "app2", "app2", "app3"];
+    for (key, target) in on_app1.iter().zip(targets.iter().cycle()) {
+        redis.set(&format!("{PREFIX}pin:{key}"), &format!("{now}:{target}"), 60_000).await;
+    }
+    bs[0].stop().await;
+    for (key, target) in on_app1.iter().zip(targets.iter().cycle()) {
+        let r = get_with(&client, &b.url("/next"), &[("X-Session-Id", key)]).await;
+        assert_eq!(r.status, 200, "{}", r.describe());
+        assert_eq!(r.backend().as_deref(), Some(*target), "{key}: B adopts the move made first, not its own choice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_first_requests_on_two_instances_end_with_one_pin() {
+    let redis = RedisServer::start().await;
+    let bs = three().await;
+    let a = instance(&bs, &redis.url()).set("session.mode", "header").start().await;
+    let b = instance(&bs, &redis.url()).set("session.mode", "header").start().await;
+    let client = plain_client();
+    // One request without a session moves B's round robin a step ahead of A's: left alone,
+    // the two would now pick different backends for requests arriving in the same order.
+    get(&client, &b.url("/no-session")).await;
+    let run = std::process::id();
+    let mut races = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (c, ua, ub) = (client.clone(), a.url("/race"), b.url("/race"));
+        races.spawn(async move {
+            let key = format!("race-{run}-{i}");
+            let h = [("X-Session-Id", key.as_str())];
+            let (ra, rb) = tokio::join!(get_with(&c, &ua, &h), get_with(&c, &ub, &h));
+            (key, ra.backend().expect("A: backend"), rb.backend().expect("B: backend"))
+        });
+    }
+    let mut firsts = Vec::new();
+    while let Some(r) = races.join_next().await {
+        firsts.push(r.expect("race task"));
+    }
+    for (key, first_a, first_b) in &firsts {
+        assert_eq!(first_a, first_b, "{key}: both first requests adopt the one pin that won");
+        let h = [("X-Session-Id", key.as_str())];
+        for n in 0..3 {
+            for lb in [&a, &b] {
+                let r = get_with(&client, &lb.url(&format!("/next/{n}")), &h).await;
+                assert_eq!(r.backend().as_ref(), Some(first_a), "{key}: request {n} through port {}", lb.port);
+            }
+        }
+    }
+    assert_eq!(redis.keys(&pin_pattern()).await.len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_served_from_the_local_tables_and_reconciled_after() {
+    let mut redis = RedisServer::start().await;
+    let bs = three().await;
+    let a = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
+    let b = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
+    let on_a = sessions(&a, 20).await;
+    let on_b = sessions(&b, 20).await;
+
+    redis.kill();
+    let (old_a, old_b) = (by_backend(&on_a), by_backend(&on_b));
+    let mut new_users = Vec::new();
+    for i in 0..100 {
+        let (u, backend) = old_a[i % old_a.len()];
+        assert_eq!(&served_by(u, &a, &format!("/outage/a/{i}")).await, backend, "A, old session {i}");
+        let (u, backend) = old_b[i % old_b.len()];
+        assert_eq!(&served_by(u, &b, &format!("/outage/b/{i}")).await, backend, "B, old session {i}");
+        if i % 10 == 0 {
+            // New sessions during the outage are pinned locally (2 of the 200 requests per 20).
+            let u = User::new();
+            let backend = served_by(&u, &a, "/outage/new").await;
+            new_users.push((u, backend));
+        }
+    }
+    for (u, backend) in &new_users {
+        assert_eq!(&served_by(u, &a, "/outage/new/again").await, backend, "a session made during the outage");
+    }
+    for lb in [&a, &b] {
+        let errors = lb.metric("stickylb_store_errors_total").await.expect("stickylb_store_errors_total");
+        assert!(errors > 0.0, "store errors counted on port {}: {errors}", lb.port);
+    }
+
+    redis.restart().await;
+    // Pins made or cached before and during the outage are written back as they are used.
+    let dl = Deadline::after(secs(20));
+    let want = on_a.len() + new_users.len();
+    loop {
+        for (u, backend) in on_a.iter().chain(&new_users) {
+            assert_eq!(&served_by(u, &a, "/recovering").await, backend);
+        }
+        let n = redis.keys(&pin_pattern()).await.len();
+        if n >= want {
+            break;
+        }
+        assert!(!dl.expired(), "only {n} of {want} pins written back to Redis after 20 s\n{}", a.log_tail(20));
+        sleep_ms(200).await;
+    }
+    // Reconciled: B, which never saw these sessions, finds their pins.
+    wait_reconnected(&b).await;
+    let written_back: Vec<(User, String)> = on_a.into_iter().chain(new_users).collect();
+    for (i, (u, backend)) in by_backend(&written_back).into_iter().enumerate() {
+        assert_eq!(&served_by(u, &b, "/reconciled").await, backend, "session {i} through B after the outage");
+    }
+    // And new pins reach Redis again.
+    let before = redis.keys(&pin_pattern()).await.len();
+    sessions(&b, 5).await;
+    assert_eq!(redis.keys(&pin_pattern()).await.len(), before + 5, "{}", b.log_tail(40));
+    assert!(a.log_tail(200).contains("Redis is reachable again"), "{}", a.log_tail(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_starts_without_redis_and_uses_it_once_it_is_up() {
+    let port = free_port();
+    let bs = three().await;
+    let a = instance(&bs, &format!("redis://{HOST}:{port}/0")).start().await;
+    let early = sessions(&a, 10).await;
+    let redis = RedisServer::start_on(port).await;
+    let dl = Deadline::after(secs(15));
+    while redis.keys(&pin_pattern()).await.len() < early.len() {
+        for (u, backend) in &early {
+            assert_eq!(&served_by(u, &a, "/later").await, backend);
+        }
+        assert!(!dl.expired(), "pins never reached Redis\n{}", a.log_tail(20));
+        sleep_ms(200).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_keeps_sessions_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pins.jsonl");
+    let bs = three().await;
+    let config = |file: &Path| {
+        balancer(&refs(&bs))
+            .set("balance.algorithm", "round_robin")
+            .set("cluster.snapshot_file", file.display().to_string())
+    };
+    let mut first = config(&file).start().await;
+    let users = sessions(&first, 100).await;
+    assert_eq!(counts(users.iter().map(|(_, b)| b.clone())).len(), 3);
+
+    first.signal("TERM");
+    let st = first.wait_exit(secs(15)).await.expect("stickylb exits after SIGTERM");
+    assert!(st.success(), "exit status {st}\n{}", first.log_tail(20));
+    assert!(file.is_file(), "snapshot written: {}", first.log_tail(20));
+
+    let second = config(&file).start().await;
+    assert_eq!(second.total_sessions().await, 100, "every pin restored");
+    for (i, (u, backend)) in by_backend(&users).into_iter().enumerate() {
+        assert_eq!(&served_by(u, &second, &format!("/again/{i}")).await, backend, "session {i} after the restart");
+    }
+}
