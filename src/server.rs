@@ -25,6 +25,19 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// Accept one connection; on an error (EMFILE and friends) log, back off a little instead of
+/// spinning, and return `None`.
+pub async fn accept(listener: &TcpListener, what: &str) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
 /// Bind a listener with SO_REUSEADDR (a restart does not wait for TIME_WAIT), SO_REUSEPORT
 /// (every worker thread accepts on its own socket of the same address, and the kernel spreads
 /// connections over them) and a deep backlog.
@@ -198,15 +211,7 @@ async fn accept_loop(
         };
         let (stream, peer) = tokio::select! {
             _ = stopped(&mut stop) => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            c = accept(&listener, "client") => match c { Some(c) => c, None => continue },
         };
         let shared = shared.clone();
         let builder = builder.clone();

@@ -47,15 +47,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
                 warn_if_moved(&shared, bound_for);
                 continue;
             }
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            c = crate::server::accept(&listener, "admin") => match c { Some(c) => c, None => continue },
         };
         let shared = shared.clone();
         let builder = builder.clone();
