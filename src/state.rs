@@ -1,11 +1,11 @@
 //! The balancer's shared state: the immutable config snapshot (swapped atomically on
-//! reload), the affinity store, the upstream client and the metrics. One `Arc<Shared>` is
-//! handed to every connection; the hot path reads the snapshot with one atomic load.
+//! reload), the affinity store and the metrics (upstream clients are per worker thread, in
+//! `proxy`). One `Arc<Shared>` is handed to every connection; the hot path reads the snapshot
+//! with one atomic load.
 
 use crate::balance::Pool;
 use crate::config::{self, Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::proxy::UpstreamClient;
 use crate::session::SessionPolicy;
 use crate::store::Store;
 use arc_swap::ArcSwap;
@@ -33,7 +33,6 @@ impl Snapshot {
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     pub store: Store,
-    pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
     /// The file reloads read; `None` for configs built in code (demo).
     pub config_path: Option<PathBuf>,
@@ -52,12 +51,10 @@ impl Shared {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
         let metrics = Arc::new(Metrics::default());
         let store = Store::from_config(&config, metrics.clone());
-        let client = crate::proxy::upstream_client(&config);
         let snapshot = Snapshot::new(config, None);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
-            client,
             metrics,
             config_path,
             reloaded: watch::channel(0).0,
