@@ -71,7 +71,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
     let started = Instant::now();
     let snap = shared.snapshot();
     let method = req.method().clone();
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
+    // Only for the access log, and a reference-counted clone rather than a copy.
+    let path = if snap.config.log.access_log { req.uri().path_and_query().cloned() } else { None };
     let (response, outcome) = match proxy(&shared, &snap, req, client, started).await {
         Ok((resp, backend)) => {
             let status = resp.status().as_u16();
@@ -86,7 +87,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketA
     let elapsed = started.elapsed();
     shared.metrics.observe_duration(elapsed);
     if snap.config.log.access_log {
-        access_log(&method, path.as_deref().unwrap_or("/"), &outcome, elapsed, &response);
+        access_log(&method, path.as_ref().map_or("/", |p| p.as_str()), &outcome, elapsed, &response);
     }
     response
 }
