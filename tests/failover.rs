@@ -373,3 +373,65 @@ async fn no_eligible_backend_gives_503_then_service_resumes_by_itself() {
         sleep_ms(50).await;
     }
 }
+
+/// A backend whose keep-alive connections each carry one answer: the next request on the same
+/// connection is read and the connection closed unanswered, as when a server's keep-alive
+/// timeout fires just as the proxy reuses the connection. Aborted on drop.
+struct OneAnswerPerConnection {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OneAnswerPerConnection {
+    async fn start(name: &'static str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((HOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = format!("served-by-{name}");
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+                    // Keep the connection open until the next request starts, then drop it.
+                    let _ = s.read(&mut buf).await;
+                });
+            }
+        });
+        OneAnswerPerConnection { addr, task }
+    }
+}
+
+impl Drop for OneAnswerPerConnection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closing_a_reused_connection_does_not_move_the_session() {
+    let a = OneAnswerPerConnection::start("a").await;
+    let b = OneAnswerPerConnection::start("b").await;
+    let lb = balancer(&[])
+        .backend_at("a", &a.addr.to_string())
+        .backend_at("b", &b.addr.to_string())
+        .set("health.enabled", false)
+        .start()
+        .await;
+    let u = User::new();
+    let first = u.get(&lb.url("/one")).await;
+    assert_eq!(first.status, 200, "{}", first.describe());
+    for i in 0..10 {
+        let r = u.get(&lb.url(&format!("/again/{i}"))).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.describe());
+        assert_eq!(r.text(), first.text(), "request {i} left its backend: {}", r.describe());
+    }
+}

@@ -3,6 +3,7 @@
 //! and which enforces `max_body_bytes` on bodies without a Content-Length. Responses stream
 //! back as [`ResponseBody`]. Nothing is buffered whole.
 
+use super::upstream::Conn;
 use crate::balance::InFlight;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -115,11 +116,33 @@ impl Body for UpstreamBody {
 }
 
 /// A response body: the backend's, streamed, or a short text of our own.
-#[derive(Debug)]
 pub enum ResponseBody {
-    /// The backend's body; the guard keeps the request counted in flight until it is done.
-    Upstream(Incoming, Option<InFlight>),
+    /// The backend's body, and what it holds until it has been read to the end.
+    Upstream(Incoming, Option<Lease>),
     Text(Option<Bytes>),
+}
+
+/// What a backend's response holds while its body streams: the in-flight count of the
+/// request, and the connection, which goes back to the pool only after a complete body.
+pub struct Lease {
+    pub guard: InFlight,
+    pub conn: Conn,
+}
+
+impl Lease {
+    /// The body was read to its end: the connection can carry the next request.
+    pub fn release(self) {
+        self.conn.release(&self.guard.backend().addr.authority);
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseBody::Upstream(b, _) => f.debug_tuple("Upstream").field(b).finish(),
+            ResponseBody::Text(t) => f.debug_tuple("Text").field(t).finish(),
+        }
+    }
 }
 
 impl ResponseBody {
@@ -134,10 +157,15 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ResponseBody::Upstream(b, guard) => {
-                let r = Pin::new(b).poll_frame(cx);
-                if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-                    guard.take();
+            ResponseBody::Upstream(b, lease) => {
+                let r = Pin::new(&mut *b).poll_frame(cx);
+                match &r {
+                    // hyper stops polling once `is_end_stream` says so: release after the last frame.
+                    Poll::Ready(None) => lease.take().map_or((), Lease::release),
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => lease.take().map_or((), Lease::release),
+                    // The connection is closed with the lease: it cannot carry another request.
+                    Poll::Ready(Some(Err(_))) => drop(lease.take()),
+                    _ => {}
                 }
                 r
             }

@@ -1,64 +1,36 @@
 //! The per-request service: find the session, pick the backend, forward, learn, answer.
 //!
 //! One request: limits -> session key -> store lookup -> [`decide`] -> (balance and pin) ->
-//! forward over the pooled client -> on a refused connection, reassign and retry -> learn
-//! the backend's session id (learn/header modes) -> `Set-Cookie` only if new -> metrics and
-//! access log. Errors become plain-text responses through [`ProxyError`].
+//! forward on a connection from this worker's pool (`upstream`) -> on a refused connection,
+//! reassign and retry -> learn the backend's session id (learn/header modes) -> `Set-Cookie`
+//! only if new -> metrics and access log. Errors become plain-text responses through [`ProxyError`].
 
 mod body;
 mod error;
 pub mod headers;
+mod upstream;
 
-pub use body::{RequestBody, ResponseBody, UpstreamBody};
+pub use body::{Lease, RequestBody, ResponseBody, UpstreamBody};
 pub use error::ProxyError;
 
-use crate::balance::{Backend, InFlight};
-use crate::config::{Config, OnBackendDown, SessionMode};
+use crate::balance::Backend;
+use crate::config::{OnBackendDown, SessionMode};
 use crate::metrics::Reassign;
 use crate::session::{decide, CookieCodec, Decision, Learned};
 use crate::state::{Shared, Snapshot};
 use crate::store::AffinityStore;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The pooled keep-alive client to the backends.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+use upstream::{Conn, SendError};
 
 /// Names the backend a session was moved away from.
 pub const PREVIOUS_BACKEND: HeaderName = HeaderName::from_static("x-stickylb-previous-backend");
 /// Names the backend that served (with `log.debug_headers`).
 pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-stickylb-backend");
-
-/// Idle upstream connections kept per backend.
-const POOL_MAX_IDLE_PER_HOST: usize = 1024;
-/// How long an idle upstream connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-thread_local! {
-    /// One pooled client per worker thread: its connections are driven by that thread's
-    /// runtime, so a request never waits on another thread's wake-up.
-    static UPSTREAM: std::cell::OnceCell<UpstreamClient> = const { std::cell::OnceCell::new() };
-}
-
-pub fn upstream_client(config: &Config) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.balance.connect_timeout));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .set_host(false)
-        .build(connector)
-}
 
 /// Facts about one request, gathered for the access log.
 struct Outcome {
@@ -284,11 +256,56 @@ async fn forward(
     body: &RequestBody,
     route: &Route,
     deadline: Instant,
-) -> Result<(Response<Incoming>, InFlight), ProxyError> {
+) -> Result<(Response<Incoming>, Lease), ProxyError> {
     let guard = route.backend.start_request();
+    match tokio::time::timeout_at(deadline.into(), send_upstream(snap, parts, body, route)).await {
+        Err(_) => Err(ProxyError::Timeout),
+        Ok(Ok((resp, conn))) => Ok((resp, Lease { guard, conn })),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+/// Send the request to `route.backend` on a pooled connection. If the backend closed that
+/// connection before the request went out, or (for a request that is safe to repeat) before
+/// it answered, the request goes again on a new connection to the same backend: an idle
+/// keep-alive connection timing out is no reason to move the session.
+async fn send_upstream(
+    snap: &Snapshot,
+    parts: &http::request::Parts,
+    body: &RequestBody,
+    route: &Route,
+) -> Result<(Response<Incoming>, Conn), ProxyError> {
+    let authority = &route.backend.addr.authority;
+    let connect_timeout = snap.config.balance.connect_timeout;
+    let mut conn = Conn::checkout(authority, false, connect_timeout).await?;
+    let mut req = upstream_request(parts, body, route)?;
+    loop {
+        match conn.send(req).await {
+            Ok(resp) => return Ok((resp, conn)),
+            Err(SendError::Unsent(unsent)) if conn.reused => req = *unsent,
+            Err(SendError::Failed(e)) if conn.reused && is_idempotent(&parts.method) && body.is_empty() => {
+                tracing::debug!(backend = %route.backend.name, error = %e, "reused connection failed; sending again");
+                req = upstream_request(parts, body, route)?;
+            }
+            Err(SendError::Unsent(_)) => return Err(ProxyError::Connect),
+            Err(SendError::Failed(e)) => {
+                tracing::debug!(backend = %route.backend.name, error = ?e, "upstream request failed");
+                return Err(ProxyError::Upstream);
+            }
+        }
+        conn = Conn::checkout(authority, true, connect_timeout).await?;
+    }
+}
+
+/// The request of one attempt: the prepared head, in origin form, and the shared body.
+fn upstream_request(
+    parts: &http::request::Parts,
+    body: &RequestBody,
+    route: &Route,
+) -> Result<Request<UpstreamBody>, ProxyError> {
     let mut req = Request::new(body.attempt());
     *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = upstream_uri(&route.backend, &parts.uri)?;
+    *req.uri_mut() = origin_form(&parts.uri)?;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
     if let Some(prev) = &route.previous {
@@ -296,40 +313,27 @@ async fn forward(
             req.headers_mut().insert(PREVIOUS_BACKEND, v);
         }
     }
-    let request = UPSTREAM.with(|c| c.get_or_init(|| upstream_client(&snap.config)).request(req));
-    let sent = tokio::time::timeout_at(deadline.into(), request).await;
-    match sent {
-        Err(_) => Err(ProxyError::Timeout),
-        Ok(Ok(resp)) => Ok((resp, guard)),
-        Ok(Err(e)) if e.is_connect() => {
-            tracing::debug!(backend = %route.backend.name, error = %e, "connect failed");
-            Err(ProxyError::Connect)
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(backend = %route.backend.name, error = ?e, "upstream request failed");
-            Err(ProxyError::Upstream)
-        }
-    }
+    Ok(req)
 }
 
-fn upstream_uri(backend: &Backend, uri: &Uri) -> Result<Uri, ProxyError> {
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    Uri::builder()
-        .scheme("http")
-        .authority(backend.addr.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| ProxyError::BadRequest)
+/// The request target as an HTTP/1.1 origin server expects it (`/path?query`); HTTP/2
+/// requests carry scheme and authority in the URI.
+fn origin_form(uri: &Uri) -> Result<Uri, ProxyError> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return Ok(uri.clone());
+    }
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::try_from(pq).map_err(|_| ProxyError::BadRequest)
 }
 
 /// The client's response: hop-by-hop headers out, session learned, cookie in if new.
 async fn respond(
     shared: &Shared,
     snap: &Snapshot,
-    (resp, guard): (Response<Incoming>, InFlight),
+    (resp, lease): (Response<Incoming>, Lease),
     route: &Route,
 ) -> Response<ResponseBody> {
-    let backend = guard.backend().clone();
+    let backend = lease.guard.backend().clone();
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     match snap.session.learn(&parts.headers) {
@@ -352,5 +356,12 @@ async fn respond(
         }
     }
     backend.responses.count(parts.status.as_u16());
-    Response::from_parts(parts, ResponseBody::Upstream(body, Some(guard)))
+    let lease = if body.is_end_stream() {
+        // Nothing to stream (HEAD, 204, 304, empty): the connection is free now.
+        lease.release();
+        None
+    } else {
+        Some(lease)
+    };
+    Response::from_parts(parts, ResponseBody::Upstream(body, lease))
 }
