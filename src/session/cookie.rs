@@ -1,10 +1,21 @@
-//! Our own session cookie (insert mode): random ids, HMAC-SHA256 signatures through the
-//! `cookie` crate's signed jar, key rotation, and the configured attributes.
+//! Our own session cookie (insert mode): random ids, HMAC-SHA256 signatures, key rotation,
+//! and the configured attributes.
+//!
+//! The signed value has the `cookie` crate's signed-jar format (base64 of the HMAC-SHA256 of
+//! the id, then the id), so cookies stay valid across versions, and keys are derived from the
+//! secret the same way. Signing and verifying are done here with HMAC states keyed once at
+//! start, which halves the hashing per request and allocates nothing but the id.
 
 use crate::config::{SameSite, SessionConfig};
-use cookie::{Cookie, CookieJar, Key};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use cookie::{Cookie, Key};
+use hmac::{Hmac, Mac};
 use http::HeaderValue;
-use std::time::Duration;
+use sha2::Sha256;
+
+/// Length of the base64 (padded) HMAC-SHA256 that starts a signed value.
+const DIGEST_B64_LEN: usize = 44;
 
 /// Length of a session id: 16 random bytes as lowercase hex (128 bits, URL-safe).
 pub const ID_LEN: usize = 32;
@@ -19,14 +30,10 @@ fn process_key() -> &'static Key {
 /// Signs and verifies the insert-mode cookie.
 pub struct CookieCodec {
     name: String,
-    /// The signing key first, then `previous_secrets` (verify only).
-    keys: Vec<Key>,
-    path: String,
-    domain: String,
-    secure: bool,
-    http_only: bool,
-    same_site: cookie::SameSite,
-    max_age: Option<Duration>,
+    /// HMAC states keyed with the signing key first, then `previous_secrets` (verify only).
+    macs: Vec<Hmac<Sha256>>,
+    /// `; Path=...; HttpOnly; ...`: everything of the `Set-Cookie` value after `name=value`.
+    attributes: String,
 }
 
 impl CookieCodec {
@@ -35,20 +42,11 @@ impl CookieCodec {
     pub fn new(cfg: &SessionConfig, secret: Option<&str>, tls: bool) -> CookieCodec {
         let mut keys = vec![secret.map(|s| Key::derive_from(s.as_bytes())).unwrap_or_else(|| process_key().clone())];
         keys.extend(cfg.previous_secrets.iter().map(|s| Key::derive_from(s.get_ref().as_bytes())));
-        CookieCodec {
-            name: cfg.cookie.clone(),
-            keys,
-            path: cfg.cookie_path.clone(),
-            domain: cfg.cookie_domain.clone(),
-            secure: cfg.cookie_secure.unwrap_or(tls),
-            http_only: cfg.cookie_http_only,
-            same_site: match cfg.cookie_same_site {
-                SameSite::Strict => cookie::SameSite::Strict,
-                SameSite::Lax => cookie::SameSite::Lax,
-                SameSite::None => cookie::SameSite::None,
-            },
-            max_age: cfg.cookie_max_age,
-        }
+        let macs = keys
+            .iter()
+            .map(|k| Hmac::<Sha256>::new_from_slice(k.signing()).expect("HMAC takes a key of any length"))
+            .collect();
+        CookieCodec { name: cfg.cookie.clone(), macs, attributes: attributes(cfg, tls) }
     }
 
     pub fn name(&self) -> &str {
@@ -68,39 +66,68 @@ impl CookieCodec {
 
     /// The signed cookie value for `id` (what the client sends back).
     pub fn signed_value(&self, id: &str) -> String {
-        let mut jar = CookieJar::new();
-        jar.signed_mut(&self.keys[0]).add(Cookie::new(self.name.clone(), id.to_owned()));
-        jar.get(&self.name).map(|c| c.value().to_owned()).unwrap_or_default()
+        let mut out = String::with_capacity(DIGEST_B64_LEN + id.len());
+        self.push_signed(&mut out, id);
+        out
+    }
+
+    fn push_signed(&self, out: &mut String, id: &str) {
+        let mut mac = self.macs[0].clone();
+        mac.update(id.as_bytes());
+        BASE64.encode_string(mac.finalize().into_bytes(), out);
+        out.push_str(id);
     }
 
     /// The `Set-Cookie` header for session `id`.
     pub fn set_cookie(&self, id: &str) -> HeaderValue {
-        let mut c = Cookie::build((self.name.clone(), self.signed_value(id)))
-            .path(self.path.clone())
-            .http_only(self.http_only)
-            .same_site(self.same_site);
-        if self.secure {
-            c = c.secure(true);
-        }
-        if !self.domain.is_empty() {
-            c = c.domain(self.domain.clone());
-        }
-        if let Some(age) = self.max_age {
-            c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
-        }
-        HeaderValue::from_str(&c.build().to_string()).expect("cookie text is a valid header value")
+        let mut v = String::with_capacity(self.name.len() + 1 + DIGEST_B64_LEN + id.len() + self.attributes.len());
+        v.push_str(&self.name);
+        v.push('=');
+        self.push_signed(&mut v, id);
+        v.push_str(&self.attributes);
+        HeaderValue::from_str(&v).expect("cookie text is a valid header value")
     }
 
     /// The session id inside a cookie value, if its signature verifies with the current or a
     /// previous key and it has our id format. Anything else is treated as no cookie at all.
     pub fn verify(&self, value: &str) -> Option<String> {
-        let jar = CookieJar::new();
-        self.keys.iter().find_map(|key| {
-            let cookie = Cookie::new(self.name.clone(), value.to_owned());
-            let id = jar.signed(key).verify(cookie)?.value().to_owned();
-            is_id(&id).then_some(id)
+        let (digest, id) = (value.get(..DIGEST_B64_LEN)?, value.get(DIGEST_B64_LEN..)?);
+        if !is_id(id) {
+            return None;
+        }
+        let mut tag = [0u8; 33];
+        let n = BASE64.decode_slice(digest, &mut tag).ok()?;
+        let tag = &tag[..n];
+        self.macs.iter().find_map(|mac| {
+            let mut mac = mac.clone();
+            mac.update(id.as_bytes());
+            // Constant-time comparison.
+            mac.verify_slice(tag).ok().map(|()| id.to_owned())
         })
     }
+}
+
+/// The `Set-Cookie` attributes, rendered once by the `cookie` crate.
+fn attributes(cfg: &SessionConfig, tls: bool) -> String {
+    let mut c = Cookie::build((cfg.cookie.clone(), "v"))
+        .path(cfg.cookie_path.clone())
+        .http_only(cfg.cookie_http_only)
+        .same_site(match cfg.cookie_same_site {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        });
+    if cfg.cookie_secure.unwrap_or(tls) {
+        c = c.secure(true);
+    }
+    if !cfg.cookie_domain.is_empty() {
+        c = c.domain(cfg.cookie_domain.clone());
+    }
+    if let Some(age) = cfg.cookie_max_age {
+        c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
+    }
+    let text = c.build().to_string();
+    text[cfg.cookie.len() + 2..].to_owned()
 }
 
 fn is_id(s: &str) -> bool {
@@ -110,6 +137,7 @@ fn is_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn codec(secret: &str, previous: &[&str]) -> CookieCodec {
         let cfg = SessionConfig {
@@ -162,6 +190,44 @@ mod tests {
         {
             assert!(h.contains(part), "{part} missing in {h}");
         }
+    }
+
+    #[test]
+    fn values_signed_by_the_cookie_crate_verify_and_ours_verify_there() {
+        use cookie::CookieJar;
+        let c = codec(A, &[]);
+        let key = Key::derive_from(A.as_bytes());
+        let id = CookieCodec::new_id();
+        let mut jar = CookieJar::new();
+        jar.signed_mut(&key).add(Cookie::new("STICKYLB", id.clone()));
+        let theirs = jar.get("STICKYLB").unwrap().value().to_owned();
+        assert_eq!(theirs, c.signed_value(&id), "same format");
+        assert_eq!(c.verify(&theirs).as_deref(), Some(id.as_str()));
+        let ours = Cookie::new("STICKYLB", c.signed_value(&id));
+        assert_eq!(CookieJar::new().signed(&key).verify(ours).unwrap().value(), id);
+    }
+
+    #[test]
+    fn set_cookie_is_name_signed_value_and_attributes() {
+        let c = codec(A, &[]);
+        let id = CookieCodec::new_id();
+        let h = c.set_cookie(&id);
+        let parsed = Cookie::parse(h.to_str().unwrap().to_owned()).unwrap();
+        assert_eq!(parsed.name(), "STICKYLB");
+        assert_eq!(c.verify(parsed.value()).as_deref(), Some(id.as_str()));
+        assert_eq!(parsed.path(), Some("/"));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_without_panicking() {
+        let c = codec(A, &[]);
+        let v = c.signed_value(&CookieCodec::new_id());
+        for bad in ["", "x", &v[..43], &v[..44], &v[..v.len() - 1], &format!("{v}0"), "é".repeat(30).as_str()] {
+            assert_eq!(c.verify(bad), None, "{bad:?}");
+        }
+        let mut multibyte = v.clone();
+        multibyte.replace_range(10..11, "é");
+        assert_eq!(c.verify(&multibyte), None);
     }
 
     #[test]

@@ -89,11 +89,11 @@ impl SessionPolicy {
         let mut present = false;
         for value in headers.get_all(COOKIE) {
             let Ok(text) = value.to_str() else { continue };
-            for c in Cookie::split_parse(text).flatten() {
-                if c.name() == self.cookie_name {
+            for (name, value) in cookie_pairs(text) {
+                if name == self.cookie_name {
                     present = true;
                     if out.key.is_none() {
-                        out.key = codec.verify(c.value());
+                        out.key = codec.verify(value);
                     }
                 }
             }
@@ -145,35 +145,46 @@ impl SessionPolicy {
     }
 }
 
-/// The value of cookie `name` in the request's Cookie headers.
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get_all(COOKIE).iter().find_map(|v| {
-        Cookie::split_parse(v.to_str().ok()?)
-            .flatten()
-            .find(|c| c.name() == name && !c.value().is_empty())
-            .map(|c| c.value().to_owned())
+/// The `name=value` pairs of a Cookie header (RFC 6265 5.4), without parsing what does not
+/// matter here: whitespace around both is trimmed, and a value's surrounding quotes removed.
+fn cookie_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split(';').filter_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        let value = value.trim();
+        let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+        Some((name.trim(), value))
     })
 }
 
-/// Remove cookie `name` from every Cookie header, keeping the other pairs byte for byte.
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(COOKIE).iter().find_map(|v| {
+        cookie_pairs(v.to_str().ok()?).find(|&(n, v)| n == name && !v.is_empty()).map(|(_, v)| v.to_owned())
+    })
+}
+
+/// Remove cookie `name` from the request, keeping the other pairs byte for byte, in one
+/// Cookie header (as HTTP/1.1 wants, also when HTTP/2 sent several).
 fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| {
-            let text = v.to_str().ok()?;
-            let rest: Vec<&str> = text
-                .split(';')
-                .map(str::trim)
-                .filter(|pair| !pair.is_empty() && Cookie::parse(*pair).map_or(true, |c| c.name() != name))
-                .collect();
-            (!rest.is_empty()).then(|| rest.join("; "))
-        })
-        .collect();
-    headers.remove(COOKIE);
-    for v in kept {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            headers.append(COOKIE, v);
+    let mut kept = String::new();
+    for v in headers.get_all(COOKIE) {
+        let Ok(text) = v.to_str() else { continue };
+        for pair in text.split(';').map(str::trim) {
+            if pair.is_empty() || pair.split('=').next().map(str::trim) == Some(name) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push_str("; ");
+            }
+            kept.push_str(pair);
+        }
+    }
+    match HeaderValue::from_str(&kept) {
+        Ok(v) if !kept.is_empty() => {
+            headers.insert(COOKIE, v);
+        }
+        _ => {
+            headers.remove(COOKIE);
         }
     }
 }
@@ -236,6 +247,24 @@ mod tests {
         let e = p.extract(&mut h, &Uri::from_static("/"));
         assert_eq!(e, Extracted { key: Some(id), rejected: false });
         assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
+    }
+
+    #[test]
+    fn stripping_merges_cookie_headers_and_keeps_other_pairs_verbatim() {
+        let p = policy("insert", "");
+        let id = CookieCodec::new_id();
+        let v = p.codec.as_ref().unwrap().signed_value(&id);
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1;  weird = x y "));
+        h.append(COOKIE, HeaderValue::from_str(&format!(" STICKYLB=\"{v}\" ; flag; b=\"q\"")).unwrap());
+        let e = p.extract(&mut h, &Uri::from_static("/"));
+        assert_eq!(e, Extracted { key: Some(id), rejected: false }, "a quoted value is unquoted");
+        let left: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(left, ["a=1; weird = x y; flag; b=\"q\""]);
+
+        let mut only_ours = headers(&[("cookie", &format!("STICKYLB={v}"))]);
+        p.extract(&mut only_ours, &Uri::from_static("/"));
+        assert!(only_ours.get(COOKIE).is_none(), "no empty Cookie header is forwarded");
     }
 
     #[test]
