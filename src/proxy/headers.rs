@@ -23,26 +23,27 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// `Proxy-*` header. One pass finds whether there is anything to remove at all, which there
 /// usually is not.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-")) {
-        return;
+    let (mut fixed, mut proxy) = (false, false);
+    for k in headers.keys() {
+        fixed |= HOP_BY_HOP.contains(k);
+        proxy |= k.as_str().starts_with("proxy-");
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+    if fixed {
+        // The names listed in Connection go too; taken out first so the map can change.
+        let mut listed = headers.get_all(header::CONNECTION).iter();
+        let (first, rest) = (listed.next().cloned(), listed.cloned().collect::<Vec<_>>());
+        for name in &HOP_BY_HOP {
             headers.remove(name);
         }
+        for value in first.iter().chain(&rest) {
+            for token in value.to_str().unwrap_or("").split(',') {
+                headers.remove(token.trim());
+            }
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-        for name in proxy {
+    if proxy {
+        let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+        for name in names {
             headers.remove(name);
         }
     }
@@ -176,6 +177,15 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+
+        // Odd Connection lists (empty and invalid tokens, several headers) do no harm.
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static(" , bad name ,close"));
+        h.append("connection", HeaderValue::from_static("X-Second"));
+        h.insert("x-second", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-keep"]);
 
         // Each kind alone is found by the one-pass check.
         for name in ["proxy-connection", "keep-alive", "transfer-encoding", "upgrade", "trailer"] {
