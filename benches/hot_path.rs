@@ -2,7 +2,7 @@
 //! table lookups at several sizes (1 and 2 threads), backend selection per algorithm, and
 //! header rewriting.
 //!
-//! `cargo bench --bench hot_path` runs them all (the 10M-pin table needs ~3 GB and a minute to
+//! `cargo bench --bench hot_path` runs them all (the 10M-pin table needs ~0.4 GB and a while to
 //! fill). Under `cargo test --all-targets` (no `--bench` flag) every benchmark runs once on
 //! small tables so CI stays fast.
 

@@ -1,8 +1,8 @@
-//! Per-entry lifetime for the moka tables: a pin lives at most `session.max_lifetime` from
-//! when it was *created*, which may be before it entered this table (a pin loaded from a
-//! snapshot, or read from Redis after another instance made it). moka's builder-level
-//! time-to-live counts from insertion, so the lifetime is computed per entry at insertion
-//! instead; idle expiry stays moka's `time_to_idle`.
+//! Per-entry lifetime for the moka table of the Redis store's local cache: a pin lives at most
+//! `session.max_lifetime` from when it was *created*, which may be before it entered this table
+//! (read from Redis after another instance made it). moka's builder-level time-to-live counts
+//! from insertion, so the lifetime is computed per entry at insertion instead; idle expiry
+//! stays moka's `time_to_idle`. [`remaining_lifetime`] is also what the snapshot loader uses.
 
 use super::unix_ms;
 use moka::Expiry;

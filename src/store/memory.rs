@@ -1,93 +1,76 @@
-//! The in-memory affinity table: a moka concurrent cache (lock-free reads, sharded writes)
-//! with time-to-idle, a per-pin lifetime and an LRU size bound. An eviction listener keeps
-//! each backend's session count right whatever removed a pin (expiry, size, replace, unpin).
+//! The in-memory affinity table: a compact sharded table ([`super::table`]: hashed keys, backend
+//! ids, idle and lifetime expiry, sampled-LRU size bound) over a registry of backend ids
+//! ([`super::backends`]) that turns ids back into backends and keeps each backend's session
+//! count exact, whatever removed a pin (expiry, size, replace, unpin, reassign).
 //! With `cluster.snapshot_file`, the table is saved on graceful shutdown and loaded at start
 //! (see [`super::snapshot`] for what survives).
 
-use super::expiry::{Created, LifetimeExpiry};
+use super::backends::BackendIds;
 use super::snapshot::{self, SavedPin};
+use super::table::{HashKey, Limits, PinKey, Table};
 use super::{unix_ms, AffinityStore};
 use crate::balance::{Backend, Pool};
 use crate::config::SessionConfig;
-use moka::notification::RemovalCause;
-use moka::ops::compute::Op as CacheOp;
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct MemoryStore {
-    cache: Cache<String, Pin>,
-    idle_timeout: Duration,
-    max_lifetime: Duration,
+    table: Table<BackendIds>,
+    limits: Limits,
     /// Where pins are saved on shutdown and loaded from at start.
     snapshot_file: Option<PathBuf>,
 }
 
-/// One pin. The creation time bounds its lifetime and is what a snapshot keeps.
-#[derive(Clone)]
-struct Pin {
-    backend: Arc<Backend>,
-    created_ms: u64,
-}
-
-impl Created for Pin {
-    fn created_ms(&self) -> u64 {
-        self.created_ms
-    }
-}
-
 impl MemoryStore {
     pub fn new(cfg: &SessionConfig) -> MemoryStore {
-        let cache = Cache::builder()
-            .max_capacity(cfg.max_entries)
-            .time_to_idle(cfg.idle_timeout)
-            .expire_after(LifetimeExpiry { max_lifetime: cfg.max_lifetime })
-            .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(|_key, pin: Pin, _cause: RemovalCause| {
-                pin.backend.sessions.fetch_sub(1, Relaxed);
-            })
-            .build();
-        MemoryStore { cache, idle_timeout: cfg.idle_timeout, max_lifetime: cfg.max_lifetime, snapshot_file: None }
+        let limits =
+            Limits { idle_timeout: cfg.idle_timeout, max_lifetime: cfg.max_lifetime, max_entries: cfg.max_entries };
+        MemoryStore { table: Table::new(limits, HashKey::random(), BackendIds::default()), limits, snapshot_file: None }
     }
 
     /// Save pins to `file` on [`save_snapshot`](Self::save_snapshot) and load them in
-    /// [`load_snapshot`](Self::load_snapshot).
+    /// [`load_snapshot`](Self::load_snapshot). The table takes the hash key the file was saved
+    /// with (if it is still empty), so that the saved hashes find their sessions again.
     pub fn with_snapshot_file(mut self, file: Option<PathBuf>) -> MemoryStore {
+        let saved_key = file.as_deref().and_then(snapshot::hash_key).and_then(|k| HashKey::from_hex(&k));
+        if let Some(key) = saved_key.filter(|&k| k != self.table.hash_key() && self.table.is_empty()) {
+            self.table = Table::new(self.limits, key, BackendIds::default());
+        }
         self.snapshot_file = file;
         self
     }
 
+    fn ids(&self) -> &BackendIds {
+        self.table.counts()
+    }
+
     pub fn get_sync(&self, key: &str) -> Option<Arc<Backend>> {
-        self.cache.get(key).map(|p| p.backend)
+        let id = self.table.get(self.table.key(key))?;
+        Some(self.ids().get(id))
     }
 
     pub fn pin_sync(&self, key: &str, backend: &Arc<Backend>) {
-        self.insert(key.to_owned(), backend.clone(), unix_ms());
+        let id = self.ids().id(backend);
+        self.table.update(self.table.key(key), |_| Some(id));
     }
 
-    fn insert(&self, key: String, backend: Arc<Backend>, created_ms: u64) {
-        backend.sessions.fetch_add(1, Relaxed);
-        self.cache.insert(key, Pin { backend, created_ms });
-    }
-
-    /// Every live pin (for snapshots and the admin API); O(n).
-    pub fn iter(&self) -> impl Iterator<Item = (Arc<String>, Arc<Backend>)> + '_ {
-        self.cache.iter().map(|(k, p)| (k, p.backend))
+    /// Every live pin (for snapshots); O(n). Session keys are not kept, only their hashes.
+    pub fn iter(&self) -> impl Iterator<Item = (PinKey, Arc<Backend>)> + '_ {
+        self.table.entries().map(|e| (e.key, self.ids().get(e.value)))
     }
 
     /// Write every live pin to the snapshot file, if one is configured. Errors are logged:
     /// a failed save must not turn a clean shutdown into a failing one.
     pub fn save_snapshot(&self) {
         let Some(path) = &self.snapshot_file else { return };
-        let pins = self.cache.iter().map(|(k, p)| SavedPin {
-            key: k.as_str().to_owned(),
-            backend: p.backend.name.to_string(),
-            created_ms: p.created_ms,
+        let pins = self.table.entries().map(|e| SavedPin {
+            key: None,
+            hash: Some(e.key.to_hex()),
+            backend: self.ids().get(e.value).name.to_string(),
+            created_ms: e.created_ms,
+            used_ms: Some(e.used_ms),
         });
-        match snapshot::save(path, unix_ms(), pins) {
+        match snapshot::save(path, unix_ms(), &self.table.hash_key().to_hex(), pins) {
             Ok(n) => tracing::info!(file = %path.display(), pins = n, "session pins saved"),
             Err(e) => tracing::error!(file = %path.display(), error = %e, "cannot save the session snapshot"),
         }
@@ -97,15 +80,8 @@ impl MemoryStore {
     /// timeout and lifetime whose backend is in `pool`. A missing or bad file starts empty.
     pub fn load_snapshot(&self, pool: &Pool) {
         let Some(path) = &self.snapshot_file else { return };
-        let limits = snapshot::Limits { idle_timeout: self.idle_timeout, max_lifetime: self.max_lifetime };
         let (mut loaded, mut skipped) = (0u64, 0u64);
-        let result = snapshot::load(path, unix_ms(), limits, |pin| match pool.get(&pin.backend) {
-            Some(b) => {
-                self.insert(pin.key, b.clone(), pin.created_ms);
-                loaded += 1;
-            }
-            None => skipped += 1,
-        });
+        let result = self.load_from(path, pool, |ok| if ok { loaded += 1 } else { skipped += 1 });
         match result {
             Ok(Some(expired)) => tracing::info!(
                 file = %path.display(), pins = loaded, expired, unknown_backend = skipped,
@@ -116,6 +92,29 @@ impl MemoryStore {
                 tracing::warn!(file = %path.display(), error = %e, "cannot read the session snapshot; starting empty")
             }
         }
+    }
+
+    /// Restore the live pins of `path`; `counted(false)` for each pin whose backend is gone (or
+    /// whose hash is unreadable).
+    fn load_from(&self, path: &Path, pool: &Pool, mut counted: impl FnMut(bool)) -> std::io::Result<Option<u64>> {
+        let limits =
+            snapshot::Limits { idle_timeout: self.limits.idle_timeout, max_lifetime: self.limits.max_lifetime };
+        let hash_key = self.table.hash_key().to_hex();
+        snapshot::load(path, unix_ms(), limits, &hash_key, |pin| {
+            let key = match (&pin.key, &pin.hash) {
+                (Some(key), _) => Some(self.table.key(key)),
+                (None, Some(hash)) => PinKey::from_hex(hash),
+                (None, None) => None,
+            };
+            match (key, pool.get(&pin.backend)) {
+                (Some(key), Some(b)) => {
+                    let used_ms = pin.used_ms.unwrap_or(pin.created_ms);
+                    self.table.restore(key, self.ids().id(b), pin.created_ms, used_ms);
+                    counted(true);
+                }
+                _ => counted(false),
+            }
+        })
     }
 }
 
@@ -129,42 +128,37 @@ impl AffinityStore for MemoryStore {
     }
 
     async fn reassign(&self, key: &str, from: &Arc<Backend>, to: &Arc<Backend>, _pool: &Pool) -> Arc<Backend> {
-        let mut holds = to.clone();
-        self.cache.entry_by_ref(key).and_compute_with(|cached| match cached {
-            // Compared by name: the pool may have been rebuilt by a reload since the pin.
-            Some(e) if e.value().backend.name != from.name => {
-                holds = e.into_value().backend;
-                CacheOp::Nop
-            }
-            _ => {
-                to.sessions.fetch_add(1, Relaxed);
-                CacheOp::Put(Pin { backend: to.clone(), created_ms: unix_ms() })
-            }
+        let ids = self.ids();
+        let to_id = ids.id(to);
+        // Compared by name: the pool may have been rebuilt by a reload since the pin.
+        let holds = self.table.update(self.table.key(key), |current| match current {
+            Some(id) if !ids.has_name(id, &from.name) => None,
+            _ => Some(to_id),
         });
-        holds
+        holds.map_or_else(|| to.clone(), |id| ids.get(id))
     }
 
     async fn pin_if_absent(&self, key: &str, backend: &Arc<Backend>, _pool: &Pool) -> Arc<Backend> {
-        let entry = self.cache.entry(key.to_owned()).or_insert_with(|| {
-            backend.sessions.fetch_add(1, Relaxed);
-            Pin { backend: backend.clone(), created_ms: unix_ms() }
-        });
-        entry.into_value().backend
+        let ids = self.ids();
+        let id = ids.id(backend);
+        let holds = self.table.update(self.table.key(key), |current| current.is_none().then_some(id));
+        holds.map_or_else(|| backend.clone(), |id| ids.get(id))
     }
 
     async fn unpin(&self, key: &str) {
-        self.cache.invalidate(key);
+        self.table.remove(self.table.key(key));
     }
 
     fn len(&self) -> u64 {
-        self.cache.run_pending_tasks();
-        self.cache.entry_count()
+        self.table.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
 
     fn config(backends: &[&str], extra: &str) -> crate::config::Config {
         let mut text = format!("[session]\n{extra}\n");
@@ -174,25 +168,46 @@ mod tests {
         crate::config::parse(&text, "t").unwrap()
     }
 
+    fn sessions(pool: &Pool) -> Vec<i64> {
+        pool.backends().iter().map(|b| b.sessions.load(Relaxed)).collect()
+    }
+
+    fn name(b: Option<Arc<Backend>>) -> Option<String> {
+        b.map(|b| b.name.to_string())
+    }
+
     #[test]
     fn a_pin_created_before_it_entered_the_table_keeps_only_its_remaining_lifetime() {
         let cfg = config(&["a"], "max_lifetime = \"1h\"");
         let pool = Pool::new(&cfg, None);
         let store = MemoryStore::new(&cfg.session);
         let a = &pool.backends()[0];
-        store.insert("old".into(), a.clone(), unix_ms() - 3_600_000 + 50);
-        store.insert("new".into(), a.clone(), unix_ms());
+        let now = unix_ms();
+        store.table.restore(store.table.key("old"), store.ids().id(a), now - 3_600_000 + 50, now);
+        store.pin_sync("new", a);
         assert!(store.get_sync("old").is_some());
-        std::thread::sleep(Duration::from_millis(120));
+        // Times are 1/16 s ticks: wait out the 50 ms and the rounding.
+        std::thread::sleep(Duration::from_millis(250));
         assert!(store.get_sync("old").is_none(), "lifetime over");
         assert!(store.get_sync("new").is_some());
-        // moka's timer wheel removes (and uncounts) per-entry expirations within about a second.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while store.len() != 1 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
         assert_eq!(store.len(), 1);
         assert_eq!(a.sessions.load(Relaxed), 1, "the expired pin was uncounted");
+    }
+
+    #[test]
+    fn idle_pins_expire_and_are_uncounted() {
+        let cfg = config(&["a", "b"], "idle_timeout = \"200ms\"");
+        let pool = Pool::new(&cfg, None);
+        let store = MemoryStore::new(&cfg.session);
+        store.pin_sync("kept", &pool.backends()[0]);
+        store.pin_sync("idle", &pool.backends()[1]);
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(store.get_sync("kept").is_some());
+        }
+        assert_eq!(store.len(), 1, "the idle pin was swept");
+        assert_eq!(sessions(&pool), [1, 0]);
+        assert!(store.get_sync("idle").is_none());
     }
 
     #[test]
@@ -206,10 +221,69 @@ mod tests {
         assert_eq!(moved(&a, &b), "b", "pinned to a: moved");
         assert_eq!(moved(&a, &c), "b", "moved away from a already: the first move holds");
         assert_eq!(store.get_sync("s").unwrap().name.as_ref(), "b");
-        store.cache.invalidate("s");
+        ready(store.unpin("s"));
         assert_eq!(moved(&a, &c), "c", "no pin any more: pinned");
         assert_eq!(store.len(), 1);
         assert_eq!([&a, &b, &c].map(|x| x.sessions.load(Relaxed)), [0, 0, 1]);
+    }
+
+    #[test]
+    fn counts_stay_exact_through_replace_unpin_pin_if_absent_and_eviction() {
+        let cfg = config(&["a", "b"], "max_entries = 100");
+        let pool = Pool::new(&cfg, None);
+        let [a, b] = [0, 1].map(|i| pool.backends()[i].clone());
+        let store = MemoryStore::new(&cfg.session);
+        store.pin_sync("s", &a);
+        store.pin_sync("s", &b);
+        assert_eq!(sessions(&pool), [0, 1], "replaced");
+        assert_eq!(ready(store.pin_if_absent("s", &a, &pool)).name.as_ref(), "b", "present: kept");
+        assert_eq!(ready(store.pin_if_absent("t", &a, &pool)).name.as_ref(), "a", "absent: pinned");
+        assert_eq!(sessions(&pool), [1, 1]);
+        ready(store.unpin("s"));
+        ready(store.unpin("s"));
+        assert_eq!(sessions(&pool), [1, 0]);
+        for i in 0..1000 {
+            store.pin_sync(&format!("k{i}"), &pool.backends()[i % 2]);
+        }
+        let n = store.len();
+        assert!(n <= 100 && n > 80, "{n} pins for max_entries = 100");
+        assert_eq!(sessions(&pool).iter().sum::<i64>() as u64, n, "evictions uncounted");
+    }
+
+    #[test]
+    fn a_pin_to_a_removed_backend_is_still_returned_for_reassignment() {
+        let before = config(&["a", "b"], "");
+        let old = Pool::new(&before, None);
+        let store = MemoryStore::new(&before.session);
+        store.pin_sync("s", &old.backends()[1]);
+        drop(old);
+        let new = Pool::new(&config(&["a"], ""), None);
+        let pinned = store.get_sync("s").expect("still pinned");
+        assert_eq!(&*pinned.name, "b");
+        assert!(new.current(&pinned).is_none(), "the caller sees it is gone");
+        let to = ready(store.reassign("s", &pinned, &new.backends()[0], &new));
+        assert_eq!((&*to.name, pinned.sessions.load(Relaxed)), ("a", 0));
+    }
+
+    #[test]
+    fn two_threads_pin_and_look_up_together() {
+        let cfg = config(&["a", "b"], "");
+        let pool = Pool::new(&cfg, None);
+        let store = MemoryStore::new(&cfg.session);
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let (store, pool) = (&store, &pool);
+                s.spawn(move || {
+                    for i in 0..20_000 {
+                        let key = format!("s{}", i % 3000);
+                        let won = ready(store.pin_if_absent(&key, &pool.backends()[t], pool));
+                        assert_eq!(store.get_sync(&key).map(|b| b.name.clone()), Some(won.name.clone()));
+                    }
+                });
+            }
+        });
+        assert_eq!(store.len(), 3000);
+        assert_eq!(sessions(&pool).iter().sum::<i64>(), 3000);
     }
 
     /// Polls a future that never waits (the memory store's) to its result.
@@ -242,8 +316,47 @@ mod tests {
         let pool = Pool::new(&after, None);
         let store = MemoryStore::new(&after.session).with_snapshot_file(Some(file));
         store.load_snapshot(&pool);
-        assert_eq!(store.get_sync("s1").map(|b| b.name.to_string()).as_deref(), Some("a"));
+        assert_eq!(name(store.get_sync("s1")).as_deref(), Some("a"));
         assert!(store.get_sync("s2").is_none(), "backend b no longer exists");
-        assert_eq!(pool.backends()[0].sessions.load(Relaxed), 1);
+        assert_eq!(sessions(&pool), [1, 0]);
+    }
+
+    #[test]
+    fn a_version_1_snapshot_with_session_keys_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pins.jsonl");
+        let now = unix_ms();
+        let lines = [
+            format!(r#"{{"format":"stickylb-pins","version":1,"saved_at_ms":{now}}}"#),
+            format!(r#"{{"key":"s1","backend":"a","created_ms":{now}}}"#),
+            format!(r#"{{"key":"s2","backend":"b","created_ms":{}}}"#, now - 1000),
+        ];
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let cfg = config(&["a", "b"], "");
+        let pool = Pool::new(&cfg, None);
+        let store = MemoryStore::new(&cfg.session).with_snapshot_file(Some(file));
+        store.load_snapshot(&pool);
+        assert_eq!(name(store.get_sync("s1")).as_deref(), Some("a"));
+        assert_eq!(name(store.get_sync("s2")).as_deref(), Some("b"));
+        assert_eq!(sessions(&pool), [1, 1]);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_creation_and_last_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pins.jsonl");
+        let cfg = config(&["a"], "max_lifetime = \"1h\"");
+        let pool = Pool::new(&cfg, None);
+        let store = MemoryStore::new(&cfg.session).with_snapshot_file(Some(file.clone()));
+        let now = unix_ms();
+        store.table.restore(store.table.key("s"), store.ids().id(&pool.backends()[0]), now - 600_000, now - 60_000);
+        store.save_snapshot();
+        let again = MemoryStore::new(&cfg.session).with_snapshot_file(Some(file));
+        again.load_snapshot(&pool);
+        let e: Vec<_> = again.table.entries().collect();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].created_ms.abs_diff(now - 600_000) < 200, "{e:?}");
+        assert!(e[0].used_ms.abs_diff(now - 60_000) < 200, "{e:?}");
+        assert_eq!(again.iter().next().map(|(k, b)| (k, b.name.to_string())), Some((again.table.key("s"), "a".into())));
     }
 }

@@ -1,8 +1,8 @@
 //! The node affinity table: session key -> backend.
 //!
 //! This module owns the [`AffinityStore`] trait and its implementations: [`MemoryStore`] (one
-//! process, bounded, idle and lifetime expiry, optionally saved to a snapshot file across
-//! restarts) and [`RedisStore`] (several instances sharing pins through Redis, with a local
+//! process, a compact table of hashed keys, bounded, idle and lifetime expiry, optionally saved
+//! to a snapshot file across restarts) and [`RedisStore`] (several instances sharing pins through Redis, with a local
 //! cache in front and pub/sub to hear other instances' reassignments). It does not decide
 //! anything: the session module asks, the proxy pins.
 //!
@@ -10,13 +10,16 @@
 //! the Redis event listener) and [`Store::stop`] (after the server drained: save the snapshot,
 //! stop the listener) are the store's whole life cycle.
 
+mod backends;
 mod expiry;
 mod memory;
 mod redis;
 mod snapshot;
+mod table;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+pub use table::PinKey;
 
 use crate::balance::{Backend, Pool};
 use crate::config::{Config, SessionConfig, StoreKind};

@@ -1,18 +1,20 @@
 //! The memory store's snapshot file: session pins saved on graceful shutdown and loaded at
 //! start, so a single-instance restart keeps its sessions.
 //!
-//! Format: JSON lines. The first line is a header (`format`, `version`, `saved_at_ms`); every
-//! other line is one pin: session key, backend *name* (backends are matched by name on load)
-//! and creation time (Unix ms). The file is written to a temporary sibling, synced, then
-//! renamed over the old one, so a crash mid-save leaves the previous snapshot intact.
+//! Format: JSON lines. The first line is a header (`format`, `version`, `saved_at_ms`, and from
+//! version 2 `hash_key`); every other line is one pin: its key, backend *name* (backends are
+//! matched by name on load), creation time and (version 2) last use, Unix ms. The table keeps
+//! hashes, not session keys, so version 2 saves the hash (`hash`, hex) and the table's hash key
+//! in the header; the loading table adopts that key (see [`hash_key`]). Version 1 files, with
+//! the session key itself (`key`), still load: the key is hashed on the way in. The file is
+//! written to a temporary sibling, synced, then renamed over the old one, so a crash mid-save
+//! leaves the previous snapshot intact.
 //!
-//! What survives: moka does not expose when an entry was last used, so a loaded pin is
-//! treated as last used at save time. If the restart took longer than `idle_timeout`, every
-//! pin has idled out and none is loaded; otherwise each loaded pin starts a fresh idle period
-//! (so it may outlive its real idle deadline by the downtime). The lifetime is exact: a pin
-//! past `max_lifetime` since its creation is skipped, and the others keep only what is left.
-//! The file is kept after loading: after a crash (no save), the next start restores this
-//! older but consistent state rather than nothing.
+//! What survives: a pin idle for longer than `idle_timeout` by the time it is loaded (downtime
+//! counts as idle time) or past `max_lifetime` since its creation is skipped; the others keep
+//! their remaining idle time and lifetime. A version 1 file has no last use: its pins count as
+//! used at save time. The file is kept after loading: after a crash (no save), the next start
+//! restores this older but consistent state rather than nothing.
 
 use super::expiry::remaining_lifetime;
 use serde::{Deserialize, Serialize};
@@ -22,21 +24,31 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const FORMAT: &str = "stickylb-pins";
-const VERSION: u32 = 1;
+/// The version written; 1 is still read.
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
     format: String,
     version: u32,
     saved_at_ms: u64,
+    /// The hash key of the table that saved hashed pins (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash_key: Option<String>,
 }
 
-/// One saved pin.
+/// One saved pin: `key` (version 1) or `hash` (version 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SavedPin {
-    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     pub backend: String,
     pub created_ms: u64,
+    /// Last use; version 1 files have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_ms: Option<u64>,
 }
 
 /// The session limits in force when loading.
@@ -46,10 +58,16 @@ pub(crate) struct Limits {
     pub max_lifetime: Duration,
 }
 
-/// Write `pins` to `path` atomically; returns how many were written.
-pub(crate) fn save(path: &Path, saved_at_ms: u64, pins: impl Iterator<Item = SavedPin>) -> io::Result<u64> {
+/// Write `pins`, hashed with `hash_key`, to `path` atomically; returns how many were written.
+pub(crate) fn save(
+    path: &Path,
+    saved_at_ms: u64,
+    hash_key: &str,
+    pins: impl Iterator<Item = SavedPin>,
+) -> io::Result<u64> {
     let tmp = temp_path(path);
-    let written = write_file(&tmp, saved_at_ms, pins).and_then(|n| {
+    let header = Header { format: FORMAT.into(), version: VERSION, saved_at_ms, hash_key: Some(hash_key.into()) };
+    let written = write_file(&tmp, &header, pins).and_then(|n| {
         fs::rename(&tmp, path)?;
         Ok(n)
     });
@@ -63,10 +81,9 @@ pub(crate) fn save(path: &Path, saved_at_ms: u64, pins: impl Iterator<Item = Sav
     written
 }
 
-fn write_file(tmp: &Path, saved_at_ms: u64, pins: impl Iterator<Item = SavedPin>) -> io::Result<u64> {
+fn write_file(tmp: &Path, header: &Header, pins: impl Iterator<Item = SavedPin>) -> io::Result<u64> {
     let mut out = BufWriter::new(File::create(tmp)?);
-    let header = Header { format: FORMAT.into(), version: VERSION, saved_at_ms };
-    serde_json::to_writer(&mut out, &header)?;
+    serde_json::to_writer(&mut out, header)?;
     out.write_all(b"\n")?;
     let mut n = 0;
     for pin in pins {
@@ -85,12 +102,23 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Read `path`, calling `each` for every pin still alive at `now_ms` under `limits`.
-/// Returns `None` if there is no file, otherwise how many pins were skipped as expired.
+/// The hash key `path` was saved with, if it exists and has one: a table that is to load it
+/// must hash with the same key.
+pub(crate) fn hash_key(path: &Path) -> Option<String> {
+    let mut first = String::new();
+    BufReader::new(File::open(path).ok()?).read_line(&mut first).ok()?;
+    serde_json::from_str::<Header>(&first).ok()?.hash_key
+}
+
+/// Read `path`, calling `each` for every pin still alive at `now_ms` under `limits` (with its
+/// last use filled in: the save time for a version 1 pin). Hashed
+/// pins are only usable by a table with `hash_key`: a file saved under another key is an
+/// error. Returns `None` if there is no file, otherwise how many pins were skipped as expired.
 pub(crate) fn load(
     path: &Path,
     now_ms: u64,
     limits: Limits,
+    hash_key: &str,
     mut each: impl FnMut(SavedPin),
 ) -> io::Result<Option<u64>> {
     let file = match File::open(path) {
@@ -103,12 +131,20 @@ pub(crate) fn load(
         Some(line) => serde_json::from_str(&line?)?,
         None => return Ok(Some(0)),
     };
-    if header.format != FORMAT || header.version != VERSION {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a stickylb pin snapshot (version 1)"));
+    if header.format != FORMAT || !(1..=VERSION).contains(&header.version) {
+        return Err(invalid("not a stickylb pin snapshot (version 1 or 2)"));
     }
+    let key_matches = header.hash_key.as_deref() == Some(hash_key);
     let mut expired = 0;
     for line in lines {
-        let pin: SavedPin = serde_json::from_str(&line?)?;
+        let mut pin: SavedPin = serde_json::from_str(&line?)?;
+        pin.used_ms.get_or_insert(header.saved_at_ms);
+        match (&pin.key, &pin.hash) {
+            (Some(_), None) => {}
+            (None, Some(_)) if key_matches => {}
+            (None, Some(_)) => return Err(invalid("pins hashed with another hash key than this table's")),
+            _ => return Err(invalid("a pin needs one of `key` and `hash`")),
+        }
         if alive(&pin, header.saved_at_ms, now_ms, limits) {
             each(pin);
         } else {
@@ -118,10 +154,14 @@ pub(crate) fn load(
     Ok(Some(expired))
 }
 
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
 /// Whether a pin saved at `saved_at_ms` is still alive at `now_ms` (see the module doc).
 fn alive(pin: &SavedPin, saved_at_ms: u64, now_ms: u64, limits: Limits) -> bool {
-    let downtime = Duration::from_millis(now_ms.saturating_sub(saved_at_ms));
-    downtime < limits.idle_timeout && !remaining_lifetime(pin.created_ms, limits.max_lifetime, now_ms).is_zero()
+    let idle = Duration::from_millis(now_ms.saturating_sub(pin.used_ms.unwrap_or(saved_at_ms)));
+    idle < limits.idle_timeout && !remaining_lifetime(pin.created_ms, limits.max_lifetime, now_ms).is_zero()
 }
 
 #[cfg(test)]
@@ -129,14 +169,15 @@ mod tests {
     use super::*;
 
     const LIMITS: Limits = Limits { idle_timeout: Duration::from_secs(600), max_lifetime: Duration::from_secs(3600) };
+    const KEY: &str = "00112233445566778899aabbccddeeff";
 
-    fn pin(key: &str, created_ms: u64) -> SavedPin {
-        SavedPin { key: key.into(), backend: "app1".into(), created_ms }
+    fn pin(hash: &str, created_ms: u64) -> SavedPin {
+        SavedPin { key: None, hash: Some(hash.into()), backend: "app1".into(), created_ms, used_ms: Some(created_ms) }
     }
 
     fn load_all(path: &Path, now_ms: u64) -> (Vec<SavedPin>, Option<u64>) {
         let mut out = Vec::new();
-        let expired = load(path, now_ms, LIMITS, |p| out.push(p)).unwrap();
+        let expired = load(path, now_ms, LIMITS, KEY, |p| out.push(p)).unwrap();
         (out, expired)
     }
 
@@ -145,8 +186,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pins.jsonl");
         let now = 10_000_000;
-        let pins = vec![pin("fresh", now - 1_000), pin("a key with spaces \"and quotes\"", now), pin("old", 0)];
-        assert_eq!(save(&path, now, pins.clone().into_iter()).unwrap(), 3);
+        let pins = vec![pin("fresh", now - 1_000), pin("now", now), pin("old", 0)];
+        assert_eq!(save(&path, now, KEY, pins.clone().into_iter()).unwrap(), 3);
+        assert_eq!(hash_key(&path).as_deref(), Some(KEY));
         let (loaded, expired) = load_all(&path, now + 5_000);
         assert_eq!(loaded, pins[..2].to_vec());
         assert_eq!(expired, Some(1));
@@ -154,13 +196,58 @@ mod tests {
     }
 
     #[test]
+    fn downtime_counts_as_idle_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.jsonl");
+        let now = 10_000_000;
+        let mut idle = pin("idle", now - 1_000_000);
+        idle.used_ms = Some(now - 500_000);
+        let mut used = pin("used", now - 1_000_000);
+        used.used_ms = Some(now);
+        save(&path, now, KEY, [idle, used.clone()].into_iter()).unwrap();
+        let (loaded, expired) = load_all(&path, now + 200_000);
+        assert_eq!((loaded, expired), (vec![used], Some(1)), "500 s idle + 200 s down > 600 s");
+    }
+
+    #[test]
     fn a_restart_longer_than_the_idle_timeout_loads_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pins.jsonl");
-        save(&path, 1_000_000, [pin("a", 1_000_000)].into_iter()).unwrap();
+        save(&path, 1_000_000, KEY, [pin("a", 1_000_000)].into_iter()).unwrap();
         let (loaded, expired) = load_all(&path, 1_000_000 + 600_000);
         assert!(loaded.is_empty());
         assert_eq!(expired, Some(1));
+    }
+
+    #[test]
+    fn version_1_files_with_session_keys_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.jsonl");
+        let v1 = concat!(
+            r#"{"format":"stickylb-pins","version":1,"saved_at_ms":1000000}"#,
+            "\n",
+            r#"{"key":"a key with spaces \"and quotes\"","backend":"app1","created_ms":999000}"#,
+            "\n"
+        );
+        fs::write(&path, v1).unwrap();
+        assert_eq!(hash_key(&path), None);
+        let (loaded, _) = load_all(&path, 1_000_000 + 599_000);
+        let want = SavedPin {
+            key: Some("a key with spaces \"and quotes\"".into()),
+            hash: None,
+            backend: "app1".into(),
+            created_ms: 999_000,
+            used_ms: Some(1_000_000),
+        };
+        assert_eq!(loaded, vec![want], "idle counted from the save");
+    }
+
+    #[test]
+    fn pins_hashed_under_another_key_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pins.jsonl");
+        save(&path, 1_000, "ffeeddccbbaa99887766554433221100", [pin("a", 1_000)].into_iter()).unwrap();
+        assert!(load(&path, 1_000, LIMITS, KEY, |_| {}).is_err());
     }
 
     #[test]
@@ -168,16 +255,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("none.jsonl");
         assert_eq!(load_all(&path, 0).1, None);
+        assert_eq!(hash_key(&path), None);
         fs::write(&path, "hello\n").unwrap();
-        assert!(load(&path, 0, LIMITS, |_| {}).is_err());
+        assert!(load(&path, 0, LIMITS, KEY, |_| {}).is_err());
     }
 
     #[test]
     fn saving_replaces_the_previous_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pins.jsonl");
-        save(&path, 1_000, [pin("a", 1_000), pin("b", 1_000)].into_iter()).unwrap();
-        save(&path, 2_000, [pin("c", 2_000)].into_iter()).unwrap();
+        save(&path, 1_000, KEY, [pin("a", 1_000), pin("b", 1_000)].into_iter()).unwrap();
+        save(&path, 2_000, KEY, [pin("c", 2_000)].into_iter()).unwrap();
         let (loaded, _) = load_all(&path, 2_000);
         assert_eq!(loaded, vec![pin("c", 2_000)]);
     }
