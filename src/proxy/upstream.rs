@@ -84,9 +84,10 @@ impl Conn {
                 Some(idle) => idle,
                 None => pool.entry(authority.as_str().into()).or_default(),
             };
-            drop_expired(idle, Instant::now());
+            let now = Instant::now();
+            drop_expired(idle, now);
             if idle.len() < MAX_IDLE_PER_BACKEND {
-                idle.push(Idle { sender: self.sender, since: Instant::now() });
+                idle.push(Idle { sender: self.sender, since: now });
             }
         });
     }

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# instructions.sh - CPU instructions per proxied request, counted by valgrind's callgrind.
+#
+#   benches/instructions.sh            (run as root the first time: it may apt-get)
+#   env knobs (defaults): DUR=8s CONNS=16  STICKYLB_BIN=path (else builds release)
+#
+# Unlike requests/s, an instruction count is repeatable: the same binary and workload give
+# the same figure whatever else the machine is doing, so it can compare two builds on a busy
+# 2-core VM. It does not see cache misses or the kernel, so confirm a gain with load.sh or
+# peers.sh too. Valgrind's CPU has no SHA extensions: the HMAC share is overstated.
+#
+# Starts one nginx with 3 backends and stickylb (insert mode) under callgrind, then for the
+# pinned and the new-session workload: zero the counters, run wrk, dump, and print
+# instructions / requests. Loopback only; every process is killed by PID on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${DUR:-8s}; CONNS=${CONNS:-16}
+
+need=()
+for t in wrk nginx curl valgrind python3; do command -v "$t" >/dev/null || need+=("$t"); done
+if ((${#need[@]})); then
+  need=("${need[@]/nginx/nginx-light}")
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ -z "${STICKYLB_BIN:-}" ]; then
+  cargo build --release --quiet
+  STICKYLB_BIN=target/release/stickylb
+fi
+
+TMP=$(mktemp -d /tmp/stickylb-instr.XXXXXX); chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+  trap - EXIT INT TERM
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+start() { local name=$1; shift; setsid "$@" </dev/null >"$TMP/$name.log" 2>&1 & PIDS+=($!); }
+wait_port() {
+  local i
+  for i in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "ERROR: nothing listens on 127.0.0.1:$1; log:" >&2; cat "$TMP/$2.log" >&2; exit 1
+}
+read -r BE1 BE2 BE3 LB ADMIN < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(5)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+
+servers=""
+for p in "$BE1" "$BE2" "$BE3"; do
+  servers+="server { listen 127.0.0.1:$p; default_type text/plain; location / { return 200 \"backend-$p\\n\"; } }
+"
+done
+cat >"$TMP/nginx.conf" <<EOF
+daemon off; pid $TMP/nginx.pid; error_log $TMP/nginx.err warn; worker_processes 1;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; client_body_temp_path $TMP/b; proxy_temp_path $TMP/p;
+$servers}
+EOF
+start nginx nginx -e "$TMP/nginx.err" -p "$TMP" -c "$TMP/nginx.conf"
+cat >"$TMP/stickylb.toml" <<EOF
+[server]
+listen = "127.0.0.1:$LB"
+threads = 1
+[session]
+mode = "insert"
+secret = "instructions-benchmark-secret-not-for-production-0123"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[log]
+level = "warn"
+access_log = false
+[health]
+enabled = false
+EOF
+i=0
+for p in "$BE1" "$BE2" "$BE3"; do
+  i=$((i + 1)); printf '[[backend]]\nname = "app%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$TMP/stickylb.toml"
+done
+start stickylb valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$STICKYLB_BIN" --config "$TMP/stickylb.toml"
+wait_port "$BE1" nginx
+wait_port "$LB" stickylb
+VG_PID=${PIDS[-1]}
+COOKIE=$(curl -s -D - "http://127.0.0.1:$LB/" | tr -d '\r' | grep -io 'set-cookie: STICKYLB=[^;]*' | cut -d' ' -f2)
+[ -n "$COOKIE" ] || { echo "ERROR: no STICKYLB cookie set" >&2; exit 1; }
+
+measure() { # name [wrk args...]
+  local name=$1 n total; shift
+  callgrind_control -z "$VG_PID" >/dev/null 2>&1
+  n=$(timeout 120 wrk -t1 -c"$CONNS" -d"$DUR" "$@" "http://127.0.0.1:$LB/" | awk '/requests in/ {print $1}')
+  rm -f "$TMP"/cg.*.[0-9]*
+  callgrind_control -d "$VG_PID" >/dev/null 2>&1
+  total=$(cat "$TMP"/cg.*.[0-9]* 2>/dev/null | awk '/^summary:/ {s += $2} END {print s + 0}')
+  printf '%-12s %9s %14s %12s\n' "$name" "$n" "$total" "$((total / (n > 0 ? n : 1)))"
+}
+printf '%-12s %9s %14s %12s\n' workload requests instructions per_request
+measure pinned -H "Cookie: $COOKIE"
+measure new-session
