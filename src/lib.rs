@@ -6,8 +6,8 @@
 //! - [`config`]: the TOML file -> typed, validated [`config::Config`] (once; the hot path never
 //!   reads raw config).
 //! - [`state`]: the shared state: an immutable [`state::Snapshot`] swapped atomically on
-//!   reload, the affinity store, the upstream client, the metrics.
-//! - [`server`]: listeners, connection limit, graceful shutdown.
+//!   reload, the affinity store, the metrics.
+//! - [`server`]: listeners, connection limit, graceful shutdown; [`tls`]: HTTPS termination.
 //! - [`proxy`]: the per-request service: headers, forwarding, retries, errors -> status.
 //! - [`session`]: finding the session key (insert / learn / header) and the sticky decision.
 //! - [`store`]: the node affinity table (session -> backend), in memory or in Redis.
@@ -34,6 +34,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use config::{Config, SessionMode};
 use state::Shared;

@@ -4,9 +4,10 @@
 //! caps open client connections (accept waits while it is exhausted, as HAProxy's maxconn
 //! does) and doubles as the drain counter at shutdown: when all permits are back, every
 //! connection has finished. On reload, addresses that left the config stop accepting and new
-//! ones are bound; unchanged ones keep their sockets.
+//! ones are bound; unchanged ones keep their sockets. With `[server.tls]` every accepted
+//! connection first completes a TLS handshake (bounded by `header_read_timeout`).
 
-use crate::proxy;
+use crate::proxy::{self, Proto};
 use crate::state::Shared;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -217,25 +218,37 @@ async fn accept_loop(
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, shared, &builder, shutdown).await;
+            let _ = stream.set_nodelay(true);
+            let tls = shared.snapshot().config.server.tls.as_ref().and_then(|t| t.server_config.clone());
+            match tls {
+                None => serve_connection(stream, peer, Proto::Http, shared, &builder, shutdown).await,
+                Some(config) => {
+                    let timeout = shared.snapshot().config.server.header_read_timeout;
+                    if let Some(stream) = crate::tls::accept(config, stream, timeout).await {
+                        serve_connection(stream, peer, Proto::Https, shared, &builder, shutdown).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<I>(
+    stream: I,
     peer: SocketAddr,
+    proto: Proto,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let metrics_shared = shared.clone();
     metrics_shared.metrics.active_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let service = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(shared, req, peer).await) }
+        async move { Ok::<_, Infallible>(proxy::handle(shared, req, peer, proto).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -25,7 +25,7 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn new(config: Config, previous: Option<&Snapshot>) -> Snapshot {
         let pool = Pool::new(&config, previous.map(|p| &p.pool));
-        let session = SessionPolicy::new(&config.session, false);
+        let session = SessionPolicy::new(&config.session, config.server.tls.is_some());
         Snapshot { config, pool, session }
     }
 }

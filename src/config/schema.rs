@@ -85,6 +85,21 @@ pub struct ServerConfig {
     /// Extra key: worker threads, each with its own runtime and sockets; 0 = one per CPU
     /// this process may run on.
     pub threads: usize,
+    /// `[server.tls]`: every client listener speaks HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: PEM files, paths relative to the working directory (as `secret_file`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: Spanned<PathBuf>,
+    /// The private key of the leaf certificate.
+    pub key: Spanned<PathBuf>,
+    /// Built from the files by validation.
+    #[serde(skip)]
+    pub server_config: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -108,6 +123,7 @@ impl Default for ServerConfig {
             max_body_bytes: 0,
             max_connections: defaults::MAX_CONNECTIONS,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            tls: None,
             threads: 0,
         }
     }

@@ -135,7 +135,7 @@ impl Checker<'_> {
 /// `session.resolved_secret`.
 pub fn validate(mut config: Config, file: &str, text: &str) -> Result<Config, ConfigError> {
     let mut c = Checker { file, text, errors: Vec::new() };
-    check_server(&mut c, &config.server);
+    check_server(&mut c, &mut config.server);
     check_session(&mut c, &mut config.session);
     check_backends(&mut c, &config.backends);
     c.positive("balance", "connect_timeout", config.balance.connect_timeout);
@@ -155,7 +155,7 @@ pub fn validate(mut config: Config, file: &str, text: &str) -> Result<Config, Co
     }
 }
 
-fn check_server(c: &mut Checker, s: &ServerConfig) {
+fn check_server(c: &mut Checker, s: &mut ServerConfig) {
     c.positive("server", "request_timeout", s.request_timeout);
     c.positive("server", "header_read_timeout", s.header_read_timeout);
     c.positive("server", "idle_timeout", s.idle_timeout);
@@ -169,6 +169,15 @@ fn check_server(c: &mut Checker, s: &ServerConfig) {
     let unique: HashSet<_> = s.listen.iter().collect();
     if unique.len() != s.listen.len() {
         c.key("server", "listen", "server.listen has the same address twice");
+    }
+    if let Some(tls) = &mut s.tls {
+        match crate::tls::server_config(tls.cert.get_ref(), tls.key.get_ref()) {
+            Ok(config) => tls.server_config = Some(config),
+            Err(crate::tls::TlsFileError::Cert(e)) => {
+                c.at(Some(tls.cert.span().start), format!("server.tls.cert: {e}"))
+            }
+            Err(crate::tls::TlsFileError::Key(e)) => c.at(Some(tls.key.span().start), format!("server.tls.key: {e}")),
+        }
     }
 }
 

@@ -32,6 +32,22 @@ pub const PREVIOUS_BACKEND: HeaderName = HeaderName::from_static("x-stickylb-pre
 /// Names the backend that served (with `log.debug_headers`).
 pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-stickylb-backend");
 
+/// The scheme clients reached us by, told to the backends in the forwarding headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Http,
+    Https,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Http => "http",
+            Proto::Https => "https",
+        }
+    }
+}
+
 /// Facts about one request, gathered for the access log.
 struct Outcome {
     backend: Option<Arc<str>>,
@@ -39,13 +55,18 @@ struct Outcome {
 }
 
 /// Handle one client request. Never fails: errors are answered.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: SocketAddr) -> Response<ResponseBody> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    proto: Proto,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = shared.snapshot();
     let method = req.method().clone();
     // Only for the access log, and a reference-counted clone rather than a copy.
     let path = if snap.config.log.access_log { req.uri().path_and_query().cloned() } else { None };
-    let (response, outcome) = match proxy(&shared, &snap, req, client, started).await {
+    let (response, outcome) = match proxy(&shared, &snap, req, client, proto, started).await {
         Ok((resp, backend)) => {
             let status = resp.status().as_u16();
             (resp, Outcome { backend: Some(backend), status })
@@ -97,6 +118,7 @@ async fn proxy(
     snap: &Snapshot,
     req: Request<Incoming>,
     client: SocketAddr,
+    proto: Proto,
     started: Instant,
 ) -> Result<(Response<ResponseBody>, Arc<str>), Failure> {
     let cfg = &snap.config;
@@ -109,7 +131,7 @@ async fn proxy(
         shared.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let mut route = route(shared, snap, extracted.key).await?;
-    prepare_upstream(&mut parts, client)?;
+    prepare_upstream(&mut parts, client, proto)?;
     let body = RequestBody::new(body, cfg.server.max_body_bytes);
     let deadline = started + cfg.server.request_timeout;
     let mut failed: Vec<Arc<Backend>> = Vec::new();
@@ -235,7 +257,7 @@ fn note_failure(shared: &Shared, snap: &Snapshot, backend: &Backend, e: ProxyErr
 }
 
 /// Rewrite the request head for the upstream hop (done once; each attempt clones it).
-fn prepare_upstream(parts: &mut http::request::Parts, client: SocketAddr) -> Result<(), Failure> {
+fn prepare_upstream(parts: &mut http::request::Parts, client: SocketAddr, proto: Proto) -> Result<(), Failure> {
     // HTTP/2 requests carry the host in the URI authority only.
     if !parts.headers.contains_key(header::HOST) {
         if let Some(auth) = parts.uri.authority() {
@@ -245,7 +267,7 @@ fn prepare_upstream(parts: &mut http::request::Parts, client: SocketAddr) -> Res
     }
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(PREVIOUS_BACKEND);
-    headers::add_forwarded(&mut parts.headers, client, "http");
+    headers::add_forwarded(&mut parts.headers, client, proto.as_str());
     Ok(())
 }
 
