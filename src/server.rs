@@ -250,7 +250,7 @@ async fn serve_connection<I>(
         let shared = shared.clone();
         async move { Ok::<_, Infallible>(proxy::handle(shared, req, peer, proto).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => log_conn_error(r),

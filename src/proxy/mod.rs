@@ -8,6 +8,7 @@
 mod body;
 mod error;
 pub mod headers;
+mod tunnel;
 mod upstream;
 
 pub use body::{Lease, RequestBody, ResponseBody, UpstreamBody};
@@ -25,6 +26,7 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tunnel::UpgradeRequest;
 use upstream::{Conn, SendError};
 
 /// Names the backend a session was moved away from.
@@ -131,7 +133,11 @@ async fn proxy(
         shared.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let mut route = route(shared, snap, extracted.key).await?;
+    let mut upgrade = UpgradeRequest::take(&mut parts);
     prepare_upstream(&mut parts, client, proto)?;
+    if let Some(u) = &upgrade {
+        u.restore_headers(&mut parts.headers);
+    }
     let body = RequestBody::new(body, cfg.server.max_body_bytes);
     let deadline = started + cfg.server.request_timeout;
     let mut failed: Vec<Arc<Backend>> = Vec::new();
@@ -141,7 +147,7 @@ async fn proxy(
             Ok(resp) => {
                 route.backend.record_success();
                 let name = route.backend.name.clone();
-                return Ok((respond(shared, snap, resp, &route).await, name));
+                return Ok((respond(shared, snap, resp, &route, upgrade.take()).await, name));
             }
             Err(e) => {
                 let name = Some(route.backend.name.clone());
@@ -348,15 +354,19 @@ fn origin_form(uri: &Uri) -> Result<Uri, ProxyError> {
     Uri::try_from(pq).map_err(|_| ProxyError::BadRequest)
 }
 
-/// The client's response: hop-by-hop headers out, session learned, cookie in if new.
+/// The client's response: hop-by-hop headers out, session learned, cookie in if new; a 101 to
+/// an upgrade request becomes a tunnel.
 async fn respond(
     shared: &Shared,
     snap: &Snapshot,
     (resp, lease): (Response<Incoming>, Lease),
     route: &Route,
+    upgrade: Option<UpgradeRequest>,
 ) -> Response<ResponseBody> {
     let backend = lease.guard.backend().clone();
     let (mut parts, body) = resp.into_parts();
+    let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let protocol = if switched { parts.headers.get(header::UPGRADE).cloned() } else { None };
     headers::strip_hop_by_hop(&mut parts.headers);
     match snap.session.learn(&parts.headers) {
         Some(Learned::Pin(id)) => shared.store.pin(&id, &backend).await,
@@ -376,6 +386,17 @@ async fn respond(
         if let Ok(v) = HeaderValue::from_str(&backend.name) {
             parts.headers.insert(BACKEND_HEADER, v);
         }
+    }
+    if switched {
+        let backend_side = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let Some((upgrade, backend_side)) = upgrade.zip(backend_side) else {
+            tracing::debug!(backend = %backend.name, "backend switched protocols unasked");
+            backend.responses.count(ProxyError::Upstream.status().as_u16());
+            return ProxyError::Upstream.response();
+        };
+        backend.responses.count(parts.status.as_u16());
+        upgrade.tunnel(&mut parts.headers, protocol, backend_side, lease);
+        return Response::from_parts(parts, ResponseBody::Text(None));
     }
     backend.responses.count(parts.status.as_u16());
     let lease = if body.is_end_stream() {
