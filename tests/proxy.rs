@@ -351,3 +351,40 @@ fn check_rejects_a_bad_duration_at_its_line() {
     let out = check(&path);
     assert_rejected_at(&out, &path, &[line]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_answers_free_the_backend_connection_for_the_next_request() {
+    let b = TestBackend::start("app1").await;
+    let lb = plain(&[&b]).set("health.enabled", false).start().await;
+    let c = plain_client();
+    for i in 0..30 {
+        let head = c.head(lb.url(&format!("/head/{i}"))).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {i}");
+        let r = get(&c, &lb.url("/status?code=204")).await;
+        assert_eq!(r.status, 204, "204 {i}");
+    }
+    assert_eq!(b.requests(), 60);
+    assert!(b.connections() <= 5, "60 sequential bodiless answers used {} backend connections", b.connections());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_response_does_not_hurt_the_next_requests() {
+    let b = TestBackend::start("app1").await;
+    let lb = plain(&[&b]).set("health.enabled", false).start().await;
+    for round in 0..3 {
+        let mut conn = RawConn::connect(lb.addr()).await;
+        conn.send(format!("GET /big?bytes={} HTTP/1.1\r\nHost: t\r\n\r\n", 64 * 1024 * 1024).as_bytes()).await;
+        sleep_ms(50).await;
+        drop(conn); // gone with most of the 64 MiB unread
+        let c = plain_client();
+        for i in 0..10 {
+            let r = get(&c, &lb.url(&format!("/after/{round}/{i}"))).await;
+            assert_eq!(r.status, 200, "round {round} request {i}: {}", r.describe());
+        }
+    }
+    let deadline = Deadline::after(secs(5));
+    while b.inflight() > 0 && !deadline.expired() {
+        sleep_ms(20).await;
+    }
+    assert_eq!(b.inflight(), 0, "the abandoned responses were not cancelled upstream");
+}
