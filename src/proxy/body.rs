@@ -25,6 +25,8 @@ struct Slot {
     /// A frame was read: the body cannot be sent again.
     started: bool,
     read: u64,
+    /// Reading the client's body failed (bad chunked framing, cut short): the client's fault.
+    failed: bool,
 }
 
 /// A handle the proxy keeps to learn whether an attempt consumed the body, and to make the
@@ -38,8 +40,8 @@ pub struct RequestBody {
 impl RequestBody {
     /// `limit` 0 = unlimited. An empty request body needs no sharing at all.
     pub fn new(body: Incoming, limit: u64) -> RequestBody {
-        let slot =
-            (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Slot { body: Some(body), started: false, read: 0 })));
+        let slot = (!body.is_end_stream())
+            .then(|| Arc::new(Mutex::new(Slot { body: Some(body), started: false, read: 0, failed: false })));
         RequestBody { slot, limit }
     }
 
@@ -60,6 +62,12 @@ impl RequestBody {
     /// The body went over the limit.
     pub fn too_large(&self) -> bool {
         self.limit != 0 && self.slot.as_ref().is_some_and(|s| lock(s).read > self.limit)
+    }
+
+    /// The client's body could not be read (malformed or cut short): an attempt that failed
+    /// because of it is the client's fault, not the backend's.
+    pub fn client_failed(&self) -> bool {
+        self.slot.as_ref().is_some_and(|s| lock(s).failed)
     }
 }
 
@@ -87,7 +95,10 @@ impl Body for UpstreamBody {
         let Some(body) = slot.body.as_mut() else { return Poll::Ready(None) };
         let frame = match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => f,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                slot.failed = true;
+                return Poll::Ready(Some(Err(e.into())));
+            }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };

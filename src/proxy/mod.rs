@@ -154,6 +154,9 @@ async fn proxy(
                 if body.too_large() {
                     return Err((ProxyError::BodyTooLarge, name));
                 }
+                if body.client_failed() {
+                    return Err((ProxyError::BadRequest, name));
+                }
                 note_failure(shared, snap, &route.backend, e);
                 let retry = matches!(e, ProxyError::Connect)
                     || (e == ProxyError::Upstream && is_idempotent(&parts.method) && body.is_empty());
