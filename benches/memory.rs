@@ -26,7 +26,7 @@ fn main() {
     let cfg = config::parse(&text, "bench").expect("valid bench config");
     let pool = Pool::new(&cfg, None);
     let backends = pool.backends();
-    println!("{:>12} {:>12} {:>14}", "pins", "rss_MiB", "bytes_per_pin");
+    println!("{:>12} {:>12} {:>14} {:>12}", "pins", "rss_MiB", "bytes_per_pin", "len_sweep_ms");
     for &n in sizes {
         let before = rss_bytes();
         let store = MemoryStore::new(&cfg.session);
@@ -34,8 +34,19 @@ fn main() {
             store.pin_sync(&CookieCodec::new_id(), &backends[i as usize % backends.len()]);
         }
         let live = store.len();
+        // `len` sweeps expired pins (at most every 1/16 s); the admin API and metrics call it.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let t = std::time::Instant::now();
+        store.len();
+        let sweep = t.elapsed();
         let grown = rss_bytes().saturating_sub(before);
-        println!("{:>12} {:>12.1} {:>14}", live, grown as f64 / (1 << 20) as f64, grown / live.max(1));
+        println!(
+            "{:>12} {:>12.1} {:>14} {:>12.1}",
+            live,
+            grown as f64 / (1 << 20) as f64,
+            grown / live.max(1),
+            sweep.as_secs_f64() * 1000.0
+        );
         drop(store);
     }
 }

@@ -77,10 +77,9 @@ fn view(b: &Backend) -> BackendView<'_> {
     }
 }
 
-/// `GET /api/backends`: every backend of the running config, in config order.
+/// `GET /api/backends`: every backend of the running config, in config order (the router swept
+/// expired pins first, so the session counts are current).
 pub fn backends(shared: &Shared) -> AdminResponse {
-    // Let pending evictions run so that session counts are current.
-    let _ = shared.store_len_for_metrics();
     let snap = shared.snapshot();
     let views: Vec<BackendView> = snap.pool.backends().iter().map(|b| view(b)).collect();
     json(StatusCode::OK, &views)
@@ -88,7 +87,6 @@ pub fn backends(shared: &Shared) -> AdminResponse {
 
 /// `GET /api/backends/{name}`.
 pub fn backend(shared: &Shared, name: &str) -> AdminResponse {
-    let _ = shared.store_len_for_metrics();
     let snap = shared.snapshot();
     match snap.pool.get(name) {
         Some(b) => json(StatusCode::OK, &view(b)),
@@ -162,14 +160,14 @@ pub fn reload(shared: &Shared) -> AdminResponse {
 
 /// `GET /metrics`: Prometheus text, or OpenMetrics when the scraper asks for it.
 pub fn metrics(shared: &Shared, accept: Option<&HeaderValue>) -> AdminResponse {
-    let _ = shared.store_len_for_metrics();
     let format = Format::from_accept(accept.and_then(|v| v.to_str().ok()));
     let body = metrics::encode(shared.snapshot(), shared.metrics.clone(), format);
     super::reply::metrics(body, format.content_type())
 }
 
-/// `GET /api/status`: the process at a glance, for the status page's header.
-pub fn status(shared: &Shared) -> AdminResponse {
+/// `GET /api/status`: the process at a glance, for the status page's header; `sessions` is
+/// the live pin count.
+pub fn status(shared: &Shared, sessions: u64) -> AdminResponse {
     let snap = shared.snapshot();
     let m = &shared.metrics;
     let (reloads_ok, reloads_failed, last_ok) = m.reloads();
@@ -186,7 +184,7 @@ pub fn status(shared: &Shared) -> AdminResponse {
         "listen": listen,
         "algorithm": algorithm_name(snap.config.balance.algorithm),
         "session_mode": mode_name(snap.session.mode),
-        "sessions": shared.store_len_for_metrics(),
+        "sessions": sessions,
         "active_connections": m.active_connections.load(Relaxed).max(0),
         "unrouted_requests": m.unrouted.total(),
         "reassignments": reassigned,

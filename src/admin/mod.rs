@@ -120,7 +120,15 @@ impl Resource {
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> AdminResponse {
+/// The live session count, after expired pins were swept so that per-backend counts are
+/// current. The sweep visits every pin (tens of ms at 10M), so it runs on the blocking pool:
+/// the admin API shares its thread with a proxy worker.
+async fn count_sessions(shared: &Arc<Shared>) -> u64 {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || shared.store_len_for_metrics()).await.unwrap_or(0)
+}
+
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
     let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
     let resource = Resource::parse(req.uri().path());
     let open = resource.as_ref().is_some_and(Resource::is_open);
@@ -138,11 +146,20 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> AdminResponse {
     }
     match resource {
         Resource::Health => reply::text(StatusCode::OK, "ok\n"),
-        Resource::Metrics => api::metrics(shared, req.headers().get(header::ACCEPT)),
+        Resource::Metrics => {
+            count_sessions(shared).await;
+            api::metrics(shared, req.headers().get(header::ACCEPT))
+        }
         Resource::Page => reply::status_page(),
-        Resource::Status => api::status(shared),
-        Resource::Backends => api::backends(shared),
-        Resource::Backend(name) => api::backend(shared, &name),
+        Resource::Status => api::status(shared, count_sessions(shared).await),
+        Resource::Backends => {
+            count_sessions(shared).await;
+            api::backends(shared)
+        }
+        Resource::Backend(name) => {
+            count_sessions(shared).await;
+            api::backend(shared, &name)
+        }
         Resource::BackendAction(name, state) => api::set_state(shared, &name, state),
         Resource::Session(id) => api::session(shared, &id, method == Method::DELETE).await,
         Resource::Reload => api::reload(shared),
