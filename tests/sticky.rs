@@ -452,3 +452,45 @@ async fn least_connections_steers_new_sessions_away_from_a_slow_backend() {
     let slow = *spread.get("slow").unwrap_or(&0);
     assert!(slow * 4 < 60, "slow backend got {slow} of 60 new sessions under least_connections: {spread:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_at_max_connections_takes_no_new_sessions_but_keeps_its_own() {
+    let bs = TestBackend::start_many(&["small", "big"]).await;
+    let lb = Arc::new(
+        balancer(&refs(&bs))
+            .set("balance.algorithm", "round_robin")
+            .backend_set("small", "max_connections", 1)
+            .start()
+            .await,
+    );
+    // A session pinned to "small" (round robin: one of the first two new sessions lands there).
+    let pinned = User::new();
+    let mut own = String::new();
+    for i in 0..4 {
+        let u = User::new();
+        if u.get(&lb.url(&format!("/find/{i}"))).await.backend().as_deref() == Some("small") {
+            own = u.cookie(&lb.url("/"), COOKIE).expect("cookie");
+            break;
+        }
+    }
+    assert!(!own.is_empty(), "no session landed on small");
+    pinned.add_cookie(&lb.url("/"), &format!("{COOKIE}={own}"));
+
+    // Hold small's one connection with a slow request.
+    let holder = {
+        let (lb, u) = (lb.clone(), User::new());
+        u.add_cookie(&lb.url("/"), &format!("{COOKIE}={own}"));
+        tokio::spawn(async move { u.get(&lb.url("/slow?ms=1500")).await })
+    };
+    assert!(bs[0].wait_inflight(1, secs(5)).await, "the slow request did not reach small");
+
+    let c = plain_client();
+    for i in 0..6 {
+        let (backend, _) = fresh_session(&c, &lb, &format!("/new/{i}")).await;
+        assert_eq!(backend, "big", "new session {i} went to a backend at its max_connections");
+    }
+    // The pinned session still reaches its own backend (the limit steers only new sessions).
+    let r = pinned.get(&lb.url("/mine")).await;
+    assert_eq!(r.backend().as_deref(), Some("small"), "{}", r.describe());
+    assert_eq!(holder.await.unwrap().status, 200);
+}
