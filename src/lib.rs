@@ -192,7 +192,7 @@ pub async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<(), RunError>
     }
     let config = demo::config(listen, admin, &backends)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    logging::init(&config.log);
+    let _log = logging::init(&config.log);
     tracing::info!("demo: try `curl -c jar -b jar http://{listen}/` a few times; status page on http://{admin}/");
     run(config, None).await
 }

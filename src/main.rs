@@ -55,7 +55,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
-            stickylb::logging::init(&config.log);
+            let _log = stickylb::logging::init(&config.log);
             block_on(stickylb::run(config, Some(path)))
         }
         Command::Demo { listen, admin } => block_on(stickylb::demo(listen, admin)),
