@@ -1,33 +1,8 @@
-//! Per-entry lifetime for the moka table of the Redis store's local cache: a pin lives at most
-//! `session.max_lifetime` from when it was *created*, which may be before it entered this table
-//! (read from Redis after another instance made it). moka's builder-level time-to-live counts
-//! from insertion, so the lifetime is computed per entry at insertion instead; idle expiry
-//! stays moka's `time_to_idle`. [`remaining_lifetime`] is also what the snapshot loader uses.
+//! A pin's lifetime, counted from when it was *created*, which may be before it entered this
+//! process (another instance made it, or a snapshot saved it): what the Redis store's expiries
+//! and the snapshot loader cut to.
 
-use super::unix_ms;
-use moka::Expiry;
-use std::time::{Duration, Instant};
-
-/// A table value that knows when its pin was made.
-pub(crate) trait Created {
-    /// Wall-clock creation time, Unix milliseconds.
-    fn created_ms(&self) -> u64;
-}
-
-/// Expires each entry `max_lifetime` after its creation time.
-pub(crate) struct LifetimeExpiry {
-    pub max_lifetime: Duration,
-}
-
-impl<V: Created> Expiry<String, V> for LifetimeExpiry {
-    fn expire_after_create(&self, _key: &String, value: &V, _at: Instant) -> Option<Duration> {
-        Some(remaining_lifetime(value.created_ms(), self.max_lifetime, unix_ms()))
-    }
-
-    fn expire_after_update(&self, _key: &String, value: &V, _at: Instant, _left: Option<Duration>) -> Option<Duration> {
-        Some(remaining_lifetime(value.created_ms(), self.max_lifetime, unix_ms()))
-    }
-}
+use std::time::Duration;
 
 /// How much of `max_lifetime` a pin created at `created_ms` has left at `now_ms` (zero once
 /// it is over; the full lifetime if the clocks disagree and it seems to come from the future).

@@ -1,9 +1,12 @@
-//! The compact affinity table behind [`super::MemoryStore`]: session key -> a `u32` value (a
-//! backend id, see [`super::backends`]), with idle expiry, a lifetime counted from each pin's
-//! creation and an approximately-LRU size bound. It owns the memory layout, expiry and eviction;
-//! what the values mean is the caller's, told through [`Counts`].
+//! The compact affinity table behind [`super::MemoryStore`] and the Redis store's local cache:
+//! session key -> a small `Copy` value ([`Value`]: a `u32` backend id for the memory store, see
+//! [`super::backends`]; a packed pin with sync state for the Redis cache), with idle expiry, a
+//! lifetime counted from each pin's creation and an approximately-LRU size bound. It owns the
+//! memory layout, expiry and eviction; what the values mean is the caller's, told through
+//! [`Counts`] (by the backend id each value names).
 //!
-//! Layout: 24 bytes a pin (plus hashbrown's control byte), so 1M pins fit in about 55 MB:
+//! Layout: 20 bytes a pin plus the value (24 with a `u32`, 28 with the Redis cache's 8 bytes),
+//! plus hashbrown's control byte, so 1M memory-store pins fit in about 55 MB:
 //! - The key is not kept: a pin is found by 96 bits of a keyed SipHash-1-3 of it ([`PinKey`]).
 //!   The hash key is random per table (or adopted from a snapshot), so clients cannot make keys
 //!   collide on purpose; by chance, two of 10M sessions share a `PinKey` with probability
@@ -26,10 +29,40 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Told about every pin that enters or leaves the table, whatever the reason (replacement,
-/// removal, expiry, eviction, the table being dropped), so that per-value counts stay exact.
+/// removal, expiry, eviction, the table being dropped), so that per-id counts stay exact.
 pub(crate) trait Counts: Send + Sync {
-    fn added(&self, value: u32);
-    fn removed(&self, value: u32);
+    fn added(&self, id: u32);
+    fn removed(&self, id: u32);
+}
+
+/// What a pin holds: a small `Copy` value, counted by the id it names.
+pub(crate) trait Value: Copy + Send {
+    fn id(self) -> u32;
+}
+
+impl Value for u32 {
+    fn id(self) -> u32 {
+        self
+    }
+}
+
+/// Table time as [`Table::modify`] shows it to the caller: now and the pin's creation, in ticks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    pub now: u32,
+    pub created: u32,
+}
+
+impl Stamp {
+    /// Milliseconds from tick `t` to now (whole ticks).
+    pub fn ms_since(self, t: u32) -> u64 {
+        ticks_to_ms(self.now.wrapping_sub(t))
+    }
+
+    /// The pin's creation time, Unix ms, to the tick.
+    pub fn created_ms(self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.ms_since(self.created))
+    }
 }
 
 /// The table's limits, from `[session]`.
@@ -137,18 +170,19 @@ fn ticks_to_ms(t: u32) -> u64 {
     u64::from(t) * 1000 / TICKS_PER_SEC
 }
 
-/// One pin: 24 bytes, 4-byte aligned.
+/// One pin: 20 bytes plus the value, 4-byte aligned for values up to that.
 #[derive(Clone, Copy, Debug)]
-struct Slot {
+struct Slot<V> {
     key: PinKey,
-    value: u32,
+    value: V,
     /// Tick of the last lookup (idle expiry and LRU eviction).
     used: u32,
     /// Tick of creation, possibly before the table was made (wrapping), for a loaded pin.
     created: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 24);
+const _: () = assert!(std::mem::size_of::<Slot<u32>>() == 24);
+const _: () = assert!(std::mem::size_of::<Slot<[u16; 4]>>() == 28);
 
 /// Buckets the amortised sweep looks at per new pin: over twice the pins a shard gains, so
 /// the cursor laps the shard faster than churn can fill it with dead pins.
@@ -159,10 +193,10 @@ const EVICTION_SAMPLES: usize = 8;
 /// One shard's pins. Aligned to two cache lines so that neighbouring shards' locks do not share
 /// one (adjacent-line prefetch).
 #[repr(align(128))]
-struct Shard(Mutex<Pins>);
+struct Shard<V>(Mutex<Pins<V>>);
 
-struct Pins {
-    slots: HashTable<Slot>,
+struct Pins<V> {
+    slots: HashTable<Slot<V>>,
     /// This shard's share of `max_entries`.
     cap: usize,
     /// Next bucket for the amortised sweep.
@@ -171,7 +205,7 @@ struct Pins {
     rng: u32,
 }
 
-impl Pins {
+impl<V> Pins<V> {
     fn random(&mut self) -> u32 {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 17;
@@ -182,15 +216,15 @@ impl Pins {
 
 /// A pin as [`Table::entries`] shows it, times as Unix ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub(crate) struct Entry<V = u32> {
     pub key: PinKey,
-    pub value: u32,
+    pub value: V,
     pub created_ms: u64,
     pub used_ms: u64,
 }
 
-pub(crate) struct Table<C: Counts> {
-    shards: Box<[Shard]>,
+pub(crate) struct Table<C: Counts, V: Value = u32> {
+    shards: Box<[Shard<V>]>,
     mask: usize,
     hash_key: HashKey,
     clock: Clock,
@@ -201,8 +235,8 @@ pub(crate) struct Table<C: Counts> {
     counts: C,
 }
 
-impl<C: Counts> Table<C> {
-    pub fn new(limits: Limits, hash_key: HashKey, counts: C) -> Table<C> {
+impl<C: Counts, V: Value> Table<C, V> {
+    pub fn new(limits: Limits, hash_key: HashKey, counts: C) -> Table<C, V> {
         let max = limits.max_entries.max(1);
         let n = shard_count(max);
         let shards = (0..n)
@@ -238,18 +272,23 @@ impl<C: Counts> Table<C> {
         self.hash_key.pin_key(key)
     }
 
+    /// Table time now, in ticks (for values that keep times, compared through [`Stamp`]).
+    pub fn now(&self) -> u32 {
+        self.clock.now()
+    }
+
     /// The value pinned to `key`, refreshing its idle expiry.
-    pub fn get(&self, key: PinKey) -> Option<u32> {
+    pub fn get(&self, key: PinKey) -> Option<V> {
         let now = self.clock.now();
-        self.live(&mut self.lock(key), key, now)
+        self.live(&mut self.lock(key), key, now).map(|s| s.value)
     }
 
     /// Under the shard lock, `decide` sees the live value of `key` (refreshed) or `None`; if it
     /// returns a value, `key` is (re)pinned to it as a new pin. Returns the value that holds.
-    pub fn update(&self, key: PinKey, decide: impl FnOnce(Option<u32>) -> Option<u32>) -> Option<u32> {
+    pub fn update(&self, key: PinKey, decide: impl FnOnce(Option<V>) -> Option<V>) -> Option<V> {
         let now = self.clock.now();
         let mut pins = self.lock(key);
-        let current = self.live(&mut pins, key, now);
+        let current = self.live(&mut pins, key, now).map(|s| s.value);
         match decide(current) {
             Some(value) => {
                 self.put(&mut pins, Slot { key, value, used: now, created: now }, now);
@@ -259,22 +298,52 @@ impl<C: Counts> Table<C> {
         }
     }
 
-    /// Pin `key` to `value` with the times of a saved pin (Unix ms), replacing any pin.
-    pub fn restore(&self, key: PinKey, value: u32, created_ms: u64, used_ms: u64) {
+    /// Under the shard lock, `change` sees the live value of `key` (refreshed) and may change
+    /// it in place: the pin keeps its creation time. `None` if there is no live pin.
+    pub fn modify<R>(&self, key: PinKey, change: impl FnOnce(&mut V, Stamp) -> R) -> Option<R> {
+        let now = self.clock.now();
+        let mut pins = self.lock(key);
+        let slot = self.live(&mut pins, key, now)?;
+        let before = slot.value.id();
+        let result = change(&mut slot.value, Stamp { now, created: slot.created });
+        if slot.value.id() != before {
+            self.counts.added(slot.value.id());
+            self.counts.removed(before);
+        }
+        Some(result)
+    }
+
+    /// Pin `key` to `value` with the given times (Unix ms: a saved pin, or one made elsewhere
+    /// earlier), replacing any pin; not pinned (false) if those times are past the limits.
+    pub fn restore(&self, key: PinKey, value: V, created_ms: u64, used_ms: u64) -> bool {
         let (now, now_ms) = (self.clock.now(), super::unix_ms());
         let ago = |ms: u64| now.wrapping_sub(ms_to_ticks(now_ms.saturating_sub(ms)));
         let slot = Slot { key, value, used: ago(used_ms), created: ago(created_ms) };
-        if !self.expired(&slot, now) {
+        let live = !self.expired(&slot, now);
+        if live {
             self.put(&mut self.lock(key), slot, now);
         }
+        live
     }
 
     /// Forget `key`; returns the value it was pinned to.
-    pub fn remove(&self, key: PinKey) -> Option<u32> {
+    pub fn remove(&self, key: PinKey) -> Option<V> {
+        self.remove_if(key, |_, _| true)
+    }
+
+    /// Forget `key` if `drop` says so of its value (and creation time, as a [`Stamp`]); returns
+    /// the value removed.
+    pub fn remove_if(&self, key: PinKey, drop: impl FnOnce(V, Stamp) -> bool) -> Option<V> {
+        let now = self.clock.now();
         let mut pins = self.lock(key);
-        let (slot, _) = pins.slots.find_entry(key.placement(), |s| s.key == key).ok()?.remove();
-        self.counts.removed(slot.value);
-        Some(slot.value)
+        let entry = pins.slots.find_entry(key.placement(), |s| s.key == key).ok()?;
+        let s = *entry.get();
+        if !drop(s.value, Stamp { now, created: s.created }) {
+            return None;
+        }
+        entry.remove();
+        self.counts.removed(s.value.id());
+        Some(s.value)
     }
 
     /// Live pins, after dropping the expired ones (at most one full sweep per tick).
@@ -293,7 +362,7 @@ impl<C: Counts> Table<C> {
 
     /// Every live pin, one shard at a time (each shard is copied under its lock, so writers
     /// wait for one shard's copy at most).
-    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+    pub fn entries(&self) -> impl Iterator<Item = Entry<V>> + '_ {
         let (now, now_ms) = (self.clock.now(), super::unix_ms());
         let at = move |t: u32| now_ms.saturating_sub(ticks_to_ms(now.wrapping_sub(t)));
         self.shards.iter().flat_map(move |shard| {
@@ -305,19 +374,19 @@ impl<C: Counts> Table<C> {
         })
     }
 
-    fn lock(&self, key: PinKey) -> MutexGuard<'_, Pins> {
+    fn lock(&self, key: PinKey) -> MutexGuard<'_, Pins<V>> {
         lock(&self.shards[key.shard(self.mask)])
     }
 
-    fn expired(&self, s: &Slot, now: u32) -> bool {
+    fn expired(&self, s: &Slot<V>, now: u32) -> bool {
         now.wrapping_sub(s.used) > self.idle || now.wrapping_sub(s.created) > self.lifetime
     }
 
-    /// The live value of `key`, refreshed; an expired pin is dropped.
-    fn live(&self, pins: &mut Pins, key: PinKey, now: u32) -> Option<u32> {
+    /// The live pin of `key`, refreshed; an expired pin is dropped.
+    fn live<'p>(&self, pins: &'p mut Pins<V>, key: PinKey, now: u32) -> Option<&'p mut Slot<V>> {
         let entry = pins.slots.find_entry(key.placement(), |s| s.key == key).ok()?;
         if self.expired(entry.get(), now) {
-            self.counts.removed(entry.remove().0.value);
+            self.counts.removed(entry.remove().0.value.id());
             return None;
         }
         let slot = entry.into_mut();
@@ -325,14 +394,14 @@ impl<C: Counts> Table<C> {
         if slot.used != now {
             slot.used = now;
         }
-        Some(slot.value)
+        Some(slot)
     }
 
     /// Insert or replace `slot`; a new pin first sweeps a few buckets and makes room.
-    fn put(&self, pins: &mut Pins, slot: Slot, now: u32) {
-        self.counts.added(slot.value);
+    fn put(&self, pins: &mut Pins<V>, slot: Slot<V>, now: u32) {
+        self.counts.added(slot.value.id());
         if let Some(old) = pins.slots.find_mut(slot.key.placement(), |s| s.key == slot.key) {
-            self.counts.removed(old.value);
+            self.counts.removed(old.value.id());
             *old = slot;
             return;
         }
@@ -344,7 +413,7 @@ impl<C: Counts> Table<C> {
     }
 
     /// The amortised sweep: drop the expired pins among the next [`SWEEP_STEP`] buckets.
-    fn sweep_some(&self, pins: &mut Pins, now: u32) {
+    fn sweep_some(&self, pins: &mut Pins<V>, now: u32) {
         let buckets = pins.slots.num_buckets();
         for _ in 0..SWEEP_STEP.min(buckets) {
             // The cursor may point past the end after a shrink; it just starts over.
@@ -352,7 +421,7 @@ impl<C: Counts> Table<C> {
             pins.cursor = i + 1;
             if let Ok(entry) = pins.slots.get_bucket_entry(i) {
                 if self.expired(entry.get(), now) {
-                    self.counts.removed(entry.remove().0.value);
+                    self.counts.removed(entry.remove().0.value.id());
                 }
             }
         }
@@ -360,7 +429,7 @@ impl<C: Counts> Table<C> {
 
     /// Drop the least recently used of [`EVICTION_SAMPLES`] pins found from a random bucket on
     /// (an expired one first). The shard must not be empty.
-    fn evict_one(&self, pins: &mut Pins, now: u32) {
+    fn evict_one(&self, pins: &mut Pins<V>, now: u32) {
         let buckets = pins.slots.num_buckets();
         let mut i = pins.random() as usize & (buckets - 1);
         let (mut victim, mut oldest, mut seen) = (i, 0u32, 0);
@@ -378,7 +447,7 @@ impl<C: Counts> Table<C> {
             i = (i + 1) & (buckets - 1);
         }
         if let Ok(entry) = pins.slots.get_bucket_entry(victim) {
-            self.counts.removed(entry.remove().0.value);
+            self.counts.removed(entry.remove().0.value.id());
         }
     }
 
@@ -389,7 +458,7 @@ impl<C: Counts> Table<C> {
             pins.slots.retain(|s| {
                 let dead = self.expired(s, now);
                 if dead {
-                    self.counts.removed(s.value);
+                    self.counts.removed(s.value.id());
                 }
                 !dead
             });
@@ -401,13 +470,13 @@ impl<C: Counts> Table<C> {
     }
 }
 
-impl<C: Counts> Drop for Table<C> {
+impl<C: Counts, V: Value> Drop for Table<C, V> {
     /// The pins go with the table: give their counts back.
     fn drop(&mut self) {
         for shard in self.shards.iter_mut() {
             let pins = shard.0.get_mut().unwrap_or_else(|e| e.into_inner());
             for s in pins.slots.iter() {
-                self.counts.removed(s.value);
+                self.counts.removed(s.value.id());
             }
         }
     }
@@ -422,7 +491,7 @@ fn shard_count(max_entries: u64) -> usize {
     n.min(floor_pow2) as usize
 }
 
-fn lock(shard: &Shard) -> MutexGuard<'_, Pins> {
+fn lock<V>(shard: &Shard<V>) -> MutexGuard<'_, Pins<V>> {
     // A panic under the lock leaves the pins consistent (every change is one hashbrown call).
     shard.0.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -490,6 +559,24 @@ mod tests {
         assert_eq!((t.len(), tally.get()), (1, [0, 0, 0, 1]));
         drop(t);
         assert_eq!(tally.get(), [0; 4], "dropping the table gives the counts back");
+    }
+
+    #[test]
+    fn modify_keeps_the_creation_time_and_recounts_a_changed_id() {
+        let (t, tally) = table(HOUR, HOUR, 1000);
+        let k = t.key("s");
+        assert_eq!(t.modify(k, |v, _| *v), None, "no pin");
+        let now = crate::store::unix_ms();
+        t.restore(k, 1, now - 60_000, now);
+        let created = t.modify(k, |v, at| {
+            *v = 2;
+            at.created_ms(crate::store::unix_ms())
+        });
+        assert!(created.unwrap().abs_diff(now - 60_000) < 200, "{created:?}");
+        assert_eq!((t.get(k), tally.get()), (Some(2), [0, 0, 1, 0]));
+        assert_eq!(t.remove_if(k, |v, _| v == 1), None, "kept");
+        assert_eq!(t.remove_if(k, |v, _| v == 2), Some(2));
+        assert_eq!((t.len(), tally.get()), (0, [0; 4]));
     }
 
     /// Sleeps past the next tick, so that what follows is more recent than what came before.

@@ -12,11 +12,18 @@
 //! [`pin::PinValue`]), expiring after the idle timeout (cut to what is left of the lifetime);
 //! reassignments and unpins are published on `{key_prefix}events` ([`events`]).
 //!
-//! Locally: a moka table of [`pin::LocalPin`]s (idle timeout, lifetime from the pin's
-//! creation, `session.max_entries` bound). A cached pin is served without asking Redis; once
-//! per refresh window (a quarter of the idle timeout) its use syncs it in the background: the
-//! Redis expiry is refreshed and the value checked. So a cached pin outlives Redis's by at
-//! most that window, and events make reassignments visible at once.
+//! Locally: a [`cache::LocalCache`], the memory store's compact table holding an 8-byte
+//! [`pin::LocalPin`] per session (backend id, pending write-back, epoch and time of the last
+//! sync; the table keeps creation and last use), with the idle timeout, the lifetime from the
+//! pin's creation and the `session.max_entries` bound: under 70 bytes a cached pin where moka
+//! took over 400. A cached pin is served without asking Redis; once per refresh window (a
+//! quarter of the idle timeout) its use syncs it in the background: the Redis expiry is
+//! refreshed and the value checked. So a cached pin outlives Redis's by at most that window,
+//! and events make reassignments visible at once. The claim of a sync is a check-and-update
+//! under the pin's shard lock, so concurrent uses do not both sync it, and a sync's outcome
+//! applies only to the pin it claimed, unchanged since (not to one cached meanwhile). Times in
+//! the cache are table ticks of 1/16 s: a pin's creation time, which a write-back sends to
+//! Redis, is kept to the tick.
 //!
 //! Concurrency between instances: a new session is pinned with `SET NX` (the loser adopts the
 //! winner's pin), and a reassignment is a compare-and-set in one Lua script ("move from the
@@ -32,7 +39,8 @@
 //!
 //! Backend names are resolved through the request's pool. A name the pool does not have (a
 //! backend removed from this instance's config, or one only another instance knows) is still
-//! returned, as a detached placeholder backend of that name that takes no traffic: treating it
+//! returned, as a detached placeholder backend of that name that takes no traffic (one per
+//! name, kept by the cache so that its pins keep one backend id): treating it
 //! as "no pin" would make `pin_if_absent` adopt the same stale pin on every request and the
 //! session would never be re-pinned, whereas a pin to a missing backend makes the proxy
 //! reassign the session (counted as `removed`, with `X-Stickylb-Previous-Backend`).
@@ -40,22 +48,19 @@
 //! Per-instance views: `len()` and each backend's `sessions` count the pins in this
 //! instance's local cache (the sessions it has seen recently), not all pins in Redis.
 
+mod cache;
 mod commands;
 mod events;
 mod link;
 mod pin;
 
-use super::expiry::LifetimeExpiry;
 use super::{unix_ms, AffinityStore};
 use crate::balance::{Backend, Pool};
-use crate::config::{AdminState, BackendAddr, BackendConfig, ClusterConfig, HealthConfig, SessionConfig};
+use crate::config::{ClusterConfig, SessionConfig};
 use crate::metrics::Metrics;
+use cache::{Claim, LocalCache};
 use link::Link;
-use moka::notification::RemovalCause;
-use moka::ops::compute::Op as CacheOp;
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use pin::{LocalPin, Pending, PinValue, Verdict};
+use pin::{Pending, PinValue, Verdict};
 use redis::aio::ConnectionManager;
 use redis::{Client, ProtocolVersion, RedisResult};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -84,7 +89,7 @@ impl Keys {
 
 /// What the request path, the background syncs and the event listener share.
 struct Inner {
-    local: Cache<String, Arc<LocalPin>>,
+    local: LocalCache,
     client: Client,
     /// The same server with RESP3, for the event listener's push messages.
     events_client: Client,
@@ -95,7 +100,6 @@ struct Inner {
     timeout: Duration,
     idle_timeout: Duration,
     max_lifetime: Duration,
-    refresh_window_ms: u64,
     /// Identifies this process's own events, which it has applied already.
     instance: u64,
     /// Bumped at every (re)subscription to the event channel; see [`events`].
@@ -112,17 +116,8 @@ impl RedisStore {
         let mut info = client.get_connection_info().clone();
         info.redis.protocol = ProtocolVersion::RESP3;
         let events_client = Client::open(info)?;
-        let local = Cache::builder()
-            .max_capacity(session.max_entries)
-            .time_to_idle(session.idle_timeout)
-            .expire_after(LifetimeExpiry { max_lifetime: session.max_lifetime })
-            .eviction_policy(EvictionPolicy::lru())
-            .eviction_listener(|_key, pin: Arc<LocalPin>, _cause: RemovalCause| {
-                pin.backend.sessions.fetch_sub(1, Relaxed);
-            })
-            .build();
         let inner = Inner {
-            local,
+            local: LocalCache::new(session),
             client,
             events_client,
             conn: OnceCell::new(),
@@ -131,7 +126,6 @@ impl RedisStore {
             timeout: cluster.redis_timeout,
             idle_timeout: session.idle_timeout,
             max_lifetime: session.max_lifetime,
-            refresh_window_ms: (session.idle_timeout / pin::REFRESH_FRACTION).as_millis() as u64,
             instance: rand::random(),
             epoch: AtomicU64::new(0),
             forgotten: AtomicU64::new(0),
@@ -170,12 +164,11 @@ impl Drop for RedisStore {
 impl AffinityStore for RedisStore {
     async fn get(&self, key: &str, pool: &Pool) -> Option<Arc<Backend>> {
         let inner = &self.inner;
-        if let Some(pin) = inner.local.get(key) {
-            let epoch = inner.epoch.load(Relaxed);
-            if pin.claim_sync(unix_ms(), inner.refresh_window_ms, epoch) && inner.link.usable() {
-                tokio::spawn(inner.clone().sync(key.to_owned(), pin.clone()));
+        if let Some((backend, claim)) = inner.local.get(key, inner.epoch.load(Relaxed)) {
+            if let Some(claim) = claim.filter(|_| inner.link.usable()) {
+                tokio::spawn(inner.clone().sync(key.to_owned(), claim));
             }
-            return Some(pin.backend.clone());
+            return Some(backend);
         }
         if !inner.link.usable() {
             return None;
@@ -188,33 +181,34 @@ impl AffinityStore for RedisStore {
     async fn pin(&self, key: &str, backend: &Arc<Backend>) {
         let inner = &self.inner;
         let (now, epoch) = (unix_ms(), inner.epoch.load(Relaxed));
-        let pin = LocalPin::new(backend.clone(), now, Pending::Replace, now, epoch);
-        inner.cache(key, pin.clone());
-        if inner.link.usable() && inner.write_replace(key, &pin.value()).await {
-            pin.synced(epoch);
+        let cached = inner.local.put(key, backend, now, Pending::Replace, epoch);
+        let ours = PinValue { created_ms: now, backend: backend.name.to_string() };
+        if inner.link.usable() && inner.write_replace(key, &ours).await {
+            if let Some(pin) = cached {
+                inner.local.synced(key, pin, epoch);
+            }
         }
     }
 
     async fn reassign(&self, key: &str, from: &Arc<Backend>, to: &Arc<Backend>, pool: &Pool) -> Arc<Backend> {
         let inner = &self.inner;
         let (now, epoch) = (unix_ms(), inner.epoch.load(Relaxed));
-        let ours = LocalPin::new(to.clone(), now, Pending::Replace, now, epoch);
-        let moved = if inner.link.usable() { inner.move_pin(key, &from.name, &ours.value()).await } else { None };
+        let ours = PinValue { created_ms: now, backend: to.name.to_string() };
+        let moved = if inner.link.usable() { inner.move_pin(key, &from.name, &ours).await } else { None };
         match moved.map(|held| held.as_deref().and_then(PinValue::decode)) {
             // Another instance moved it first: adopt its choice.
             Some(Some(won)) => {
-                let winner = resolve(pool, &won.backend);
-                inner.cache(key, LocalPin::new(winner.clone(), won.created_ms, Pending::Nothing, now, epoch));
+                let winner = inner.local.resolve(pool, &won.backend);
+                inner.local.put(key, &winner, won.created_ms, Pending::Nothing, epoch);
                 winner
             }
             Some(None) => {
-                ours.synced(epoch);
-                inner.cache(key, ours);
+                inner.local.put(key, to, now, Pending::Nothing, epoch);
                 to.clone()
             }
             // Redis unreachable: a reassignment is newer than what Redis holds; written back later.
             None => {
-                inner.cache(key, ours);
+                inner.local.put(key, to, now, Pending::Replace, epoch);
                 to.clone()
             }
         }
@@ -228,30 +222,32 @@ impl AffinityStore for RedisStore {
         match held {
             Some(Some(raw)) => match PinValue::decode(&raw) {
                 Some(won) => {
-                    let winner =
-                        if won.backend == ours.backend { backend.clone() } else { resolve(pool, &won.backend) };
-                    inner.cache(key, LocalPin::new(winner.clone(), won.created_ms, Pending::Nothing, now, epoch));
+                    let winner = if won.backend == ours.backend {
+                        backend.clone()
+                    } else {
+                        inner.local.resolve(pool, &won.backend)
+                    };
+                    inner.local.put(key, &winner, won.created_ms, Pending::Nothing, epoch);
                     winner
                 }
                 // Not a value of ours under our key: overwrite it on the next sync.
-                None => inner.cache_if_absent(key, backend, Pending::Replace, now, epoch),
+                None => inner.local.put_if_absent(key, backend, Pending::Replace, epoch),
             },
             // Unpinned between our SET and GET, or Redis unreachable: keep ours for write-back.
-            Some(None) | None => inner.cache_if_absent(key, backend, Pending::Create, now, epoch),
+            Some(None) | None => inner.local.put_if_absent(key, backend, Pending::Create, epoch),
         }
     }
 
     async fn unpin(&self, key: &str) {
         let inner = &self.inner;
-        inner.local.invalidate(key);
+        inner.local.remove(key);
         if inner.link.usable() {
             inner.delete(key).await;
         }
     }
 
     fn len(&self) -> u64 {
-        self.inner.local.run_pending_tasks();
-        self.inner.local.entry_count()
+        self.inner.local.len()
     }
 }
 
@@ -267,22 +263,22 @@ impl Inner {
             // The refresh above went past the pin's lifetime: cut it back, off the request path.
             tokio::spawn(self.clone().expire(key.to_owned(), ttl));
         }
-        let backend = resolve(pool, &theirs.backend);
+        let backend = self.local.resolve(pool, &theirs.backend);
         if self.forgotten.load(Relaxed) == forgotten {
-            self.cache(key, LocalPin::new(backend.clone(), theirs.created_ms, Pending::Nothing, now, epoch));
+            self.local.put(key, &backend, theirs.created_ms, Pending::Nothing, epoch);
         }
         Some(backend)
     }
 
-    /// Background sync of a cached pin: write back what Redis does not know, otherwise
-    /// refresh its expiry and check that Redis still agrees.
-    async fn sync(self: Arc<Self>, key: String, pin: Arc<LocalPin>) {
+    /// Background sync of a cached pin whose use claimed it: write back what Redis does not
+    /// know, otherwise refresh its expiry and check that Redis still agrees.
+    async fn sync(self: Arc<Self>, key: String, claim: Claim) {
         let epoch = self.epoch.load(Relaxed);
-        let ours = pin.value();
-        let verdict = match pin.pending() {
+        let ours = claim.value();
+        let verdict = match claim.pending() {
             Pending::Replace => {
                 if self.write_replace(&key, &ours).await {
-                    pin.synced(epoch);
+                    self.local.claim_synced(&key, &claim, epoch);
                 }
                 return;
             }
@@ -300,88 +296,23 @@ impl Inner {
             v => v,
         };
         match verdict {
-            Verdict::Agree => pin.synced(epoch),
-            Verdict::Differs => self.drop_cached(&key, &pin),
+            Verdict::Agree => self.local.claim_synced(&key, &claim, epoch),
+            Verdict::Differs => self.local.drop_claimed(&key, &claim),
             // Deleted again between our SET and GET: leave it pending.
             Verdict::Missing => {}
         }
     }
 
-    /// Put a pin in the local cache, replacing any other (the eviction listener uncounts it).
-    fn cache(&self, key: &str, pin: Arc<LocalPin>) {
-        pin.backend.sessions.fetch_add(1, Relaxed);
-        self.local.insert(key.to_owned(), pin);
-    }
-
-    /// Cache `backend` for `key` unless a pin is cached already; returns the cached backend.
-    fn cache_if_absent(
-        &self,
-        key: &str,
-        backend: &Arc<Backend>,
-        pending: Pending,
-        now: u64,
-        epoch: u64,
-    ) -> Arc<Backend> {
-        let entry = self.local.entry(key.to_owned()).or_insert_with(|| {
-            backend.sessions.fetch_add(1, Relaxed);
-            LocalPin::new(backend.clone(), now, pending, now, epoch)
-        });
-        entry.into_value().backend.clone()
-    }
-
-    /// Drop the cached pin of `key` if it is still `pin` (not one cached since).
-    fn drop_cached(&self, key: &str, pin: &Arc<LocalPin>) {
-        self.local.entry_by_ref(key).and_compute_with(|cached| match cached {
-            Some(e) if Arc::ptr_eq(e.value(), pin) => CacheOp::Remove,
-            _ => CacheOp::Nop,
-        });
-    }
-
     /// Another instance changed `key`: drop our cached pin.
     fn forget(&self, key: &str) {
         self.forgotten.fetch_add(1, Relaxed);
-        self.local.invalidate(key);
+        self.local.remove(key);
     }
-}
-
-/// The pool's backend of that name, or a detached placeholder (see the module doc).
-fn resolve(pool: &Pool, name: &str) -> Arc<Backend> {
-    pool.get(name).cloned().unwrap_or_else(|| detached(name))
-}
-
-/// A backend that is in no pool: it keeps a pin's name so the proxy can reassign it.
-fn detached(name: &str) -> Arc<Backend> {
-    let cfg = BackendConfig {
-        name: toml::Spanned::new(0..0, name.to_owned()),
-        address: BackendAddr::parse("detached.invalid:1").expect("a valid placeholder address"),
-        weight: toml::Spanned::new(0..0, 1),
-        max_connections: 0,
-        state: AdminState::Maint,
-        slow_start: Duration::ZERO,
-        health: Default::default(),
-    };
-    Arc::new(Backend::new(&cfg, &HealthConfig::default()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pool() -> Pool {
-        let text = "[[backend]]\nname = \"app1\"\naddress = \"127.0.0.1:1\"\n";
-        Pool::new(&crate::config::parse(text, "t").unwrap(), None)
-    }
-
-    #[test]
-    fn names_resolve_through_the_pool_and_unknown_ones_are_detached() {
-        let pool = pool();
-        let known = resolve(&pool, "app1");
-        assert!(Arc::ptr_eq(&known, &pool.backends()[0]));
-        let gone = resolve(&pool, "app9");
-        assert_eq!(&*gone.name, "app9");
-        assert!(pool.current(&gone).is_none(), "the proxy sees a removed backend and reassigns");
-        assert!(!gone.serves_pinned() && !gone.accepts_new());
-    }
 
     #[test]
     fn keys_live_under_the_prefix() {

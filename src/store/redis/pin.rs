@@ -2,9 +2,7 @@
 //! keeps about it, and the decisions taken about both (when to refresh, what to do with what
 //! Redis said). No I/O here, so all of it is unit-tested.
 
-use crate::balance::Backend;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use crate::store::table::{Stamp, Value};
 use std::time::Duration;
 
 /// A local pin is re-synced with Redis when this fraction of the idle timeout has passed
@@ -60,62 +58,76 @@ pub(super) enum Pending {
     Replace = 2,
 }
 
-/// One entry of the local cache.
-#[derive(Debug)]
+/// Bits of the subscription epoch a cached pin keeps. The epoch is only compared for equality
+/// with the current one, and only for a pin synced less than a refresh window ago (after that
+/// it syncs anyway): mistaking an old epoch for the current one would take a multiple of 2^14
+/// resubscriptions, each after a lost connection and a backoff of at least 75ms, so 20 minutes
+/// of a flapping event channel within one window, and would only delay that pin's check to the
+/// end of its window, the staleness bound the store has without events.
+const EPOCH_BITS: u32 = 14;
+const EPOCH_MASK: u16 = (1 << EPOCH_BITS) - 1;
+
+/// One entry of the local cache, packed into 8 bytes; the table keeps its creation and
+/// last-use times. It is a `Copy` value changed in place under its shard's lock, so claiming
+/// a sync is one check-and-update that two concurrent uses cannot both win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LocalPin {
-    pub backend: Arc<Backend>,
-    pub created_ms: u64,
-    /// When this instance last synced (or tried to sync) the pin with Redis, Unix ms.
-    synced_ms: AtomicU64,
-    /// The subscription epoch of the last successful sync: an entry from an older epoch may
-    /// have missed an event, so it is verified on its next use.
-    epoch: AtomicU64,
-    pending: AtomicU8,
+    /// The backend's id (see `store::backends`).
+    backend: u16,
+    /// [`Pending`] in the low 2 bits; above, the low [`EPOCH_BITS`] bits of the subscription
+    /// epoch of the last successful sync: a pin from an older epoch may have missed an event,
+    /// so it is verified on its next use.
+    state: u16,
+    /// Table tick of the last sync with Redis or attempt at one (at first, of the caching).
+    synced: u32,
 }
 
 impl LocalPin {
-    pub fn new(backend: Arc<Backend>, created_ms: u64, pending: Pending, now_ms: u64, epoch: u64) -> Arc<LocalPin> {
-        Arc::new(LocalPin {
-            backend,
-            created_ms,
-            synced_ms: AtomicU64::new(now_ms),
-            epoch: AtomicU64::new(epoch),
-            pending: AtomicU8::new(pending as u8),
-        })
+    pub fn new(backend: u16, pending: Pending, now: u32, epoch: u64) -> LocalPin {
+        LocalPin { backend, state: pending as u16 | epoch_bits(epoch) << 2, synced: now }
     }
 
-    pub fn value(&self) -> PinValue {
-        PinValue { created_ms: self.created_ms, backend: self.backend.name.to_string() }
+    pub fn backend(self) -> u32 {
+        u32::from(self.backend)
     }
 
-    pub fn pending(&self) -> Pending {
-        match self.pending.load(Relaxed) {
+    pub fn pending(self) -> Pending {
+        match self.state & 3 {
             1 => Pending::Create,
             2 => Pending::Replace,
             _ => Pending::Nothing,
         }
     }
 
-    /// Whether this use of the pin should sync it with Redis; if so, the caller has claimed
-    /// the sync (concurrent uses of the same pin do not sync it twice).
-    pub fn claim_sync(&self, now_ms: u64, window_ms: u64, epoch: u64) -> bool {
-        let last = self.synced_ms.load(Relaxed);
-        let unsure = self.pending() != Pending::Nothing || self.epoch.load(Relaxed) != epoch;
-        sync_due(now_ms.saturating_sub(last), window_ms, unsure)
-            && self.synced_ms.compare_exchange(last, now_ms, Relaxed, Relaxed).is_ok()
+    fn same_epoch(self, epoch: u64) -> bool {
+        self.state >> 2 == epoch_bits(epoch)
+    }
+
+    /// Whether this use of the pin (`at`) should sync it with Redis; if so, the pin records
+    /// the claim, so that the next uses do not sync it again before their time.
+    pub fn claim_sync(&mut self, at: Stamp, window_ms: u64, epoch: u64) -> bool {
+        let unsure = self.pending() != Pending::Nothing || !self.same_epoch(epoch);
+        let due = sync_due(at.ms_since(self.synced), window_ms, unsure);
+        if due {
+            self.synced = at.now;
+        }
+        due
     }
 
     /// Redis now agrees with this pin (as of subscription `epoch`).
-    pub fn synced(&self, epoch: u64) {
-        self.pending.store(Pending::Nothing as u8, Relaxed);
-        self.epoch.store(epoch, Relaxed);
+    pub fn synced(&mut self, epoch: u64) {
+        self.state = Pending::Nothing as u16 | epoch_bits(epoch) << 2;
     }
 }
 
-impl super::super::expiry::Created for Arc<LocalPin> {
-    fn created_ms(&self) -> u64 {
-        self.created_ms
+impl Value for LocalPin {
+    fn id(self) -> u32 {
+        self.backend()
     }
+}
+
+fn epoch_bits(epoch: u64) -> u16 {
+    epoch as u16 & EPOCH_MASK
 }
 
 /// Whether a pin last synced `since_ms` ago should sync now: once per refresh window, or
@@ -184,29 +196,45 @@ mod tests {
         assert!(!sync_due(RETRY_MS, window, false));
     }
 
-    fn backend(name: &str) -> Arc<Backend> {
-        let text = format!("[[backend]]\nname = \"{name}\"\naddress = \"127.0.0.1:1\"\n");
-        let cfg = crate::config::parse(&text, "t").unwrap();
-        Arc::new(Backend::new(&cfg.backends[0], &cfg.health))
+    /// Table time at `ms` milliseconds (ticks of 1/16 s).
+    fn at(ms: u64) -> Stamp {
+        Stamp { now: (ms * 16 / 1000) as u32, created: 0 }
     }
 
     #[test]
-    fn only_one_concurrent_use_claims_the_sync() {
-        let pin = LocalPin::new(backend("a"), 0, Pending::Nothing, 0, 1);
-        assert!(!pin.claim_sync(999, 1_000, 1), "not due yet");
-        assert!(pin.claim_sync(1_000, 1_000, 1));
-        assert!(!pin.claim_sync(1_000, 1_000, 1), "already claimed");
-        assert!(pin.claim_sync(2_000, 1_000, 1));
+    fn only_one_use_claims_the_sync() {
+        let mut pin = LocalPin::new(7, Pending::Nothing, 0, 1);
+        assert!(!pin.claim_sync(at(999), 1_000, 1), "not due yet");
+        assert!(pin.claim_sync(at(1_000), 1_000, 1));
+        assert!(!pin.claim_sync(at(1_000), 1_000, 1), "already claimed");
+        assert!(pin.claim_sync(at(2_000), 1_000, 1));
+        assert_eq!((pin.backend(), pin.id()), (7, 7), "the backend id is what the table counts");
     }
 
     #[test]
     fn a_new_epoch_or_a_pending_write_makes_the_pin_unsure() {
-        let pin = LocalPin::new(backend("a"), 0, Pending::Create, 0, 1);
-        assert!(pin.claim_sync(RETRY_MS, 1_000_000, 1), "pending write-back");
+        let mut pin = LocalPin::new(1, Pending::Create, 0, 1);
+        assert_eq!(pin.pending(), Pending::Create);
+        assert!(pin.claim_sync(at(RETRY_MS), 1_000_000, 1), "pending write-back");
         pin.synced(1);
         assert_eq!(pin.pending(), Pending::Nothing);
-        assert!(!pin.claim_sync(2 * RETRY_MS, 1_000_000, 1));
-        assert!(pin.claim_sync(2 * RETRY_MS, 1_000_000, 2), "resubscribed since: verify");
+        assert!(!pin.claim_sync(at(2 * RETRY_MS), 1_000_000, 1));
+        assert!(pin.claim_sync(at(2 * RETRY_MS), 1_000_000, 2), "resubscribed since: verify");
+        assert_eq!(LocalPin::new(1, Pending::Replace, 0, 1).pending(), Pending::Replace);
+    }
+
+    #[test]
+    fn epochs_are_compared_on_their_low_bits() {
+        let mut pin = LocalPin::new(1, Pending::Nothing, 0, 5);
+        assert!(pin.same_epoch(5) && !pin.same_epoch(6));
+        assert!(pin.same_epoch(5 + (1 << EPOCH_BITS)), "wraps: see EPOCH_BITS");
+        pin.synced(u64::MAX);
+        assert!(pin.same_epoch(u64::MAX) && pin.pending() == Pending::Nothing && pin.backend() == 1);
+    }
+
+    #[test]
+    fn a_cached_pin_is_8_bytes() {
+        assert_eq!(std::mem::size_of::<LocalPin>(), 8);
     }
 
     #[test]
