@@ -78,9 +78,14 @@ fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
-        .max_buf_size(cfg.max_header_bytes.max(8192))
+        // Room above the limit, so that a head a little too large reaches the proxy's exact
+        // check and gets a 431 with a text body; hyper answers a bare 431 beyond this.
+        .max_buf_size(cfg.max_header_bytes.saturating_mul(2).max(8192))
         .keep_alive(true);
-    b.http2().timer(TokioTimer::new()).keep_alive_interval(None);
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(None)
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX));
     b
 }
 

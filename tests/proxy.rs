@@ -388,3 +388,42 @@ async fn a_client_leaving_mid_response_does_not_hurt_the_next_requests() {
     }
     assert_eq!(b.inflight(), 0, "the abandoned responses were not cancelled upstream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_over_max_header_bytes_get_431() {
+    let b = TestBackend::start("app1").await;
+    let lb = plain(&[&b]).set("server.max_header_bytes", 4096).start().await;
+    let send = |size: usize| {
+        let addr = lb.addr();
+        async move {
+            let mut conn = RawConn::connect(addr).await;
+            let filler = "a".repeat(size);
+            conn.send(format!("GET /h HTTP/1.1\r\nHost: t\r\nX-Filler: {filler}\r\n\r\n").as_bytes()).await;
+            conn.response().await
+        }
+    };
+    assert_eq!(send(3000).await.status, 200, "a head under the limit");
+    let r = send(5000).await;
+    assert_eq!(r.status, 431, "a head just over the limit: {}", r.text());
+    assert!(r.header("content-type").unwrap_or_default().starts_with("text/plain"), "{:?}", r.headers);
+    assert!(r.text().contains("431"), "body {:?}", r.text());
+    assert_eq!(send(40_000).await.status, 431, "a head far over the limit");
+    assert_eq!(b.requests(), 1, "an oversized head reached the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_to_send_its_head_is_disconnected_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = TestBackend::start("app1").await;
+    let lb = plain(&[&b]).set("server.header_read_timeout", "500ms").start().await;
+    let mut slow = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    let t0 = std::time::Instant::now();
+    // Meanwhile an ordinary client is served.
+    assert_eq!(get(&plain_client(), &lb.url("/normal")).await.status, 200);
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the slow client was not disconnected within 5 s");
+    assert!(t0.elapsed() >= ms(400), "disconnected after {:?}, before header_read_timeout", t0.elapsed());
+    assert_eq!(b.requests(), 1, "the incomplete request reached the backend");
+}

@@ -15,6 +15,8 @@ pub enum ProxyError {
     Timeout,
     #[error("request body too large")]
     BodyTooLarge,
+    #[error("request header fields too large")]
+    HeadersTooLarge,
     #[error("bad request")]
     BadRequest,
 }
@@ -26,6 +28,7 @@ impl ProxyError {
             ProxyError::Connect | ProxyError::Upstream => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
         }
     }

@@ -125,6 +125,9 @@ async fn proxy(
 ) -> Result<(Response<ResponseBody>, Arc<str>), Failure> {
     let cfg = &snap.config;
     let (mut parts, body) = req.into_parts();
+    if head_size(&parts) > cfg.server.max_header_bytes {
+        return Err((ProxyError::HeadersTooLarge, None));
+    }
     if exceeds_limit(&parts.headers, cfg.server.max_body_bytes) {
         return Err((ProxyError::BodyTooLarge, None));
     }
@@ -172,6 +175,14 @@ async fn proxy(
             }
         }
     }
+}
+
+/// The size of the request head as HTTP/1.1 would write it (request line, `name: value` lines).
+/// hyper bounds its read buffer, not the head, and not below 8 KiB: `max_header_bytes` is
+/// enforced exactly here.
+fn head_size(parts: &http::request::Parts) -> usize {
+    let line = parts.method.as_str().len() + parts.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    parts.headers.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4) + 2
 }
 
 /// A Content-Length above the configured limit (0 = none).
