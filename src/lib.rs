@@ -89,7 +89,7 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: watch::Receiver<b
     // Before the first request: restore the snapshot / start listening to other instances.
     shared.store.start(&shared.snapshot().pool, shutdown.clone());
     let workers = shared.snapshot().config.server.workers();
-    let permits = Arc::new(tokio::sync::Semaphore::new(shared.snapshot().config.server.max_connections));
+    let permits = shared.permits.clone();
     let listen = shared.snapshot().config.server.listen.clone();
     let server = server::Server::bind(shared.clone(), shutdown.clone(), permits.clone(), &listen, true)?;
     let addrs = server.local_addrs();

@@ -7,7 +7,7 @@
 //! ones are bound; unchanged ones keep their sockets. With `[server.tls]` every accepted
 //! connection first completes a TLS handshake (bounded by `header_read_timeout`).
 
-use crate::proxy::{self, Proto};
+use crate::proxy::{self, ClientConn, Proto};
 use crate::state::Shared;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -226,23 +226,27 @@ async fn accept_loop(
             let _ = stream.set_nodelay(true);
             let tls = shared.snapshot().config.server.tls.as_ref().and_then(|t| t.server_config.clone());
             match tls {
-                None => serve_connection(stream, peer, Proto::Http, shared, &builder, shutdown).await,
+                None => {
+                    let conn = ClientConn::new(peer, Proto::Http, permit);
+                    serve_connection(stream, conn, shared, &builder, shutdown).await;
+                }
                 Some(config) => {
                     let timeout = shared.snapshot().config.server.header_read_timeout;
                     if let Some(stream) = crate::tls::accept(config, stream, timeout).await {
-                        serve_connection(stream, peer, Proto::Https, shared, &builder, shutdown).await;
+                        let conn = ClientConn::new(peer, Proto::Https, permit);
+                        serve_connection(stream, conn, shared, &builder, shutdown).await;
                     }
                 }
             }
-            drop(permit);
         });
     }
 }
 
+/// Serve one client connection. Its permit (in `conn`) is given back when the connection
+/// ends, unless an upgrade handed it to a tunnel.
 async fn serve_connection<I>(
     stream: I,
-    peer: SocketAddr,
-    proto: Proto,
+    conn: ClientConn,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
     mut shutdown: watch::Receiver<bool>,
@@ -253,7 +257,8 @@ async fn serve_connection<I>(
     metrics_shared.metrics.active_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let service = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(shared, req, peer, proto).await) }
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(shared, req, conn).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);

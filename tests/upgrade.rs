@@ -152,3 +152,50 @@ async fn a_declined_upgrade_is_an_ordinary_response_and_the_connection_stays_usa
     conn.send(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert_eq!(conn.response().await.status, 200);
 }
+
+/// Opens a tunnel through `lb` to a backend that echoes, checked with one message.
+async fn open_tunnel(lb: &Balancer) -> TcpStream {
+    let mut s = TcpStream::connect(lb.addr()).await.unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").await.unwrap();
+    let head = read_until(&mut s, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    read_until(&mut s, "ping").await;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tunnel_counts_as_a_connection_and_is_drained_at_shutdown() {
+    let a = UpgradeBackend::start("a").await;
+    let mut lb = balancer(&[])
+        .backend_at("a", &a.addr.to_string())
+        .set("health.enabled", false)
+        .set("server.max_connections", 1)
+        // One worker: each worker's accept loop holds a permit while it waits in accept, so
+        // with 2 workers and 1 permit a connection can wait in the other worker's backlog.
+        .set("server.threads", 1)
+        .set("server.shutdown_timeout", "20s")
+        .start()
+        .await;
+    let mut tunnel = open_tunnel(&lb).await;
+
+    // The tunnel holds the only connection slot: another client waits.
+    let waiting = tokio::spawn({
+        let url = lb.url("/after-tunnel");
+        async move { get(&plain_client(), &url).await }
+    });
+    sleep_ms(500).await;
+    assert!(!waiting.is_finished(), "a second connection was served beside the tunnel at max_connections = 1");
+
+    // SIGTERM: the tunnel keeps working while the balancer drains.
+    lb.signal("TERM");
+    sleep_ms(300).await;
+    tunnel.write_all(b"still there").await.unwrap();
+    assert_eq!(read_until(&mut tunnel, "still there").await, "a:still there");
+    assert!(lb.is_running(), "stickylb exited with a tunnel open");
+
+    drop(tunnel);
+    let exit = lb.wait_exit(secs(10)).await.expect("stickylb still running after the tunnel closed");
+    assert!(exit.success(), "exit status {exit}");
+    let _ = waiting.await;
+}

@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
 use tunnel::UpgradeRequest;
 use upstream::{Conn, SendError};
 
@@ -50,6 +51,26 @@ impl Proto {
     }
 }
 
+/// What a request knows of the client connection it came on.
+#[derive(Clone)]
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    pub proto: Proto,
+    /// The connection's `max_connections` permit; an upgrade takes it for its tunnel.
+    permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
+}
+
+impl ClientConn {
+    pub fn new(peer: SocketAddr, proto: Proto, permit: OwnedSemaphorePermit) -> ClientConn {
+        ClientConn { peer, proto, permit: Arc::new(std::sync::Mutex::new(Some(permit))) }
+    }
+
+    /// Take the connection's permit, to outlive the connection (an upgraded one).
+    fn take_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// Facts about one request, gathered for the access log.
 struct Outcome {
     backend: Option<Arc<str>>,
@@ -57,18 +78,13 @@ struct Outcome {
 }
 
 /// Handle one client request. Never fails: errors are answered.
-pub async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-    client: SocketAddr,
-    proto: Proto,
-) -> Response<ResponseBody> {
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: ClientConn) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = shared.snapshot();
     let method = req.method().clone();
     // Only for the access log, and a reference-counted clone rather than a copy.
     let path = if snap.config.log.access_log { req.uri().path_and_query().cloned() } else { None };
-    let (response, outcome) = match proxy(&shared, &snap, req, client, proto, started).await {
+    let (response, outcome) = match proxy(&shared, &snap, req, &conn, started).await {
         Ok((resp, backend)) => {
             let status = resp.status().as_u16();
             (resp, Outcome { backend: Some(backend), status })
@@ -119,8 +135,7 @@ async fn proxy(
     shared: &Shared,
     snap: &Snapshot,
     req: Request<Incoming>,
-    client: SocketAddr,
-    proto: Proto,
+    conn: &ClientConn,
     started: Instant,
 ) -> Result<(Response<ResponseBody>, Arc<str>), Failure> {
     let cfg = &snap.config;
@@ -137,7 +152,7 @@ async fn proxy(
     }
     let mut route = route(shared, snap, extracted.key).await?;
     let mut upgrade = UpgradeRequest::take(&mut parts);
-    prepare_upstream(&mut parts, client, proto)?;
+    prepare_upstream(&mut parts, conn.peer, conn.proto)?;
     if let Some(u) = &upgrade {
         u.restore_headers(&mut parts.headers);
     }
@@ -150,7 +165,7 @@ async fn proxy(
             Ok(resp) => {
                 route.backend.record_success();
                 let name = route.backend.name.clone();
-                return Ok((respond(shared, snap, resp, &route, upgrade.take()).await, name));
+                return Ok((respond(shared, snap, resp, &route, upgrade.take(), conn).await, name));
             }
             Err(e) => {
                 let name = Some(route.backend.name.clone());
@@ -376,6 +391,7 @@ async fn respond(
     (resp, lease): (Response<Incoming>, Lease),
     route: &Route,
     upgrade: Option<UpgradeRequest>,
+    conn: &ClientConn,
 ) -> Response<ResponseBody> {
     let backend = lease.guard.backend().clone();
     let (mut parts, body) = resp.into_parts();
@@ -409,7 +425,7 @@ async fn respond(
             return ProxyError::Upstream.response();
         };
         backend.responses.count(parts.status.as_u16());
-        upgrade.tunnel(&mut parts.headers, protocol, backend_side, lease);
+        upgrade.tunnel(&mut parts.headers, protocol, backend_side, lease, conn.take_permit());
         return Response::from_parts(parts, ResponseBody::Text(None));
     }
     backend.responses.count(parts.status.as_u16());
