@@ -1,9 +1,9 @@
 //! Listeners, the accept loop, the connection limit and graceful shutdown.
 //!
 //! Each listen address has its own accept task. A semaphore with `max_connections` permits
-//! caps open client connections (accept waits while it is exhausted, as HAProxy's maxconn
-//! does) and doubles as the drain counter at shutdown: when all permits are back, every
-//! connection has finished. On reload, addresses that left the config stop accepting and new
+//! caps open client connections (at the limit an accepted connection waits for a slot and its
+//! accept loop takes no more, as HAProxy's maxconn does) and doubles as the drain counter at
+//! shutdown: when all permits are back, every connection has finished. On reload, addresses that left the config stop accepting and new
 //! ones are bound; unchanged ones keep their sockets. With `[server.tls]` every accepted
 //! connection first completes a TLS handshake (bounded by `header_read_timeout`).
 
@@ -211,13 +211,16 @@ async fn accept_loop(
 ) {
     let builder = Arc::new(builder(&shared));
     loop {
-        let permit = tokio::select! {
-            _ = stopped(&mut stop) => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
+        // Accept, then wait for a permit: a loop waiting in accept() holds no permit that a
+        // connection given to another worker's socket might need. At the limit each loop holds
+        // one accepted connection until a slot frees, and accepts nothing more meanwhile.
         let (stream, peer) = tokio::select! {
             _ = stopped(&mut stop) => return,
             c = accept(&listener, "client") => match c { Some(c) => c, None => continue },
+        };
+        let permit = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let shared = shared.clone();
         let builder = builder.clone();

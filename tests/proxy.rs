@@ -427,3 +427,18 @@ async fn a_client_too_slow_to_send_its_head_is_disconnected_and_others_are_serve
     assert!(t0.elapsed() >= ms(400), "disconnected after {:?}, before header_read_timeout", t0.elapsed());
     assert_eq!(b.requests(), 1, "the incomplete request reached the backend");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_connections_every_new_connection_is_served_when_a_slot_frees() {
+    let b = TestBackend::start("app1").await;
+    // Two worker threads, each accepting on its own socket of the address: the one slot must
+    // reach a connection whichever socket the kernel gives it to.
+    let lb = plain(&[&b]).set("server.max_connections", 1).set("server.threads", 2).start().await;
+    for i in 0..12 {
+        let mut conn = RawConn::connect(lb.addr()).await;
+        conn.send(format!("GET /one/{i} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        let r = tokio::time::timeout(secs(5), conn.response()).await;
+        assert!(r.is_ok(), "connection {i} was not served within 5 s while the only slot was free");
+        assert_eq!(r.unwrap().status, 200);
+    }
+}

@@ -171,9 +171,6 @@ async fn an_open_tunnel_counts_as_a_connection_and_is_drained_at_shutdown() {
         .backend_at("a", &a.addr.to_string())
         .set("health.enabled", false)
         .set("server.max_connections", 1)
-        // One worker: each worker's accept loop holds a permit while it waits in accept, so
-        // with 2 workers and 1 permit a connection can wait in the other worker's backlog.
-        .set("server.threads", 1)
         .set("server.shutdown_timeout", "20s")
         .start()
         .await;
