@@ -16,17 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-8s}; CONNS=${CONNS:-16}
 
-need=()
-for t in wrk nginx curl valgrind python3; do command -v "$t" >/dev/null || need+=("$t"); done
-if ((${#need[@]})); then
-  need=("${need[@]/nginx/nginx-light}")
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-if [ -z "${STICKYLB_BIN:-}" ]; then
-  cargo build --release --quiet
-  STICKYLB_BIN=target/release/stickylb
-fi
+. benches/lib.sh
+ensure_tools wrk nginx curl valgrind python3
+ensure_binary
 
 TMP=$(mktemp -d /tmp/stickylb-instr.XXXXXX); chmod 755 "$TMP"
 PIDS=()

@@ -23,19 +23,9 @@ NCPU=$(nproc); ALL="0-$((NCPU - 1))"
 if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ]; then WRK_CPU=1; LB_CPU=0; else PIN=0; WRK_CPU=$ALL; LB_CPU=$ALL; fi
 
 # ---- 1. tools and the binary ----
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v curl >/dev/null || need+=(curl)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-if [ -z "${STICKYLB_BIN:-}" ]; then
-  cargo build --release --quiet
-  STICKYLB_BIN=target/release/stickylb
-fi
+. benches/lib.sh
+ensure_tools wrk nginx curl python3
+ensure_binary
 
 # ---- process bookkeeping / cleanup ----
 TMP=$(mktemp -d /tmp/stickylb-load.XXXXXX); chmod 755 "$TMP"
