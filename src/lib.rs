@@ -27,21 +27,23 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod tls;
 
 use config::{Config, SessionMode};
+use shutdown::{Shutdown, Trigger};
 use state::Shared;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// Why the balancer could not run.
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +54,9 @@ pub enum RunError {
 
 /// Run the balancer until SIGTERM/SIGINT; SIGHUP reloads `path`.
 pub async fn run(config: Config, path: Option<PathBuf>) -> Result<(), RunError> {
-    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (trigger, shutdown) = Shutdown::new();
     let running = launch(config, path, shutdown)?;
-    tokio::spawn(handle_signals(running.shared.clone(), shutdown_tx));
+    tokio::spawn(handle_signals(running.shared.clone(), trigger));
     running.wait().await;
     Ok(())
 }
@@ -77,7 +79,7 @@ impl Running {
 }
 
 /// Bind everything and start serving; returns at once.
-pub fn launch(config: Config, path: Option<PathBuf>, shutdown: watch::Receiver<bool>) -> Result<Running, RunError> {
+pub fn launch(config: Config, path: Option<PathBuf>, shutdown: Shutdown) -> Result<Running, RunError> {
     if config.session.mode == SessionMode::Insert && config.session.resolved_secret.is_none() {
         tracing::warn!(
             "no session.secret configured: using a random per-process key; cookies will not survive a restart \
@@ -96,7 +98,7 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: watch::Receiver<b
     let extra_workers = spawn_workers(workers - 1, &shared, &shutdown, &permits, &addrs)?;
     let admin = match admin_addr {
         Some(addr) => {
-            let listener = server::bind(addr)
+            let listener = listen::bind(addr)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on admin address {addr}: {e}")))?;
             let bound = listener.local_addr()?;
             if !bound.ip().is_loopback() && shared.snapshot().config.admin.token.is_empty() {
@@ -128,7 +130,7 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: watch::Receiver<b
 fn spawn_workers(
     n: usize,
     shared: &Arc<Shared>,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
     permits: &Arc<tokio::sync::Semaphore>,
     addrs: &[SocketAddr],
 ) -> Result<Vec<std::thread::JoinHandle<()>>, RunError> {
@@ -158,7 +160,7 @@ fn spawn_workers(
 }
 
 /// SIGTERM / SIGINT: graceful shutdown. SIGHUP: reload.
-async fn handle_signals(shared: Arc<Shared>, shutdown: watch::Sender<bool>) {
+async fn handle_signals(shared: Arc<Shared>, shutdown: Trigger) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -181,7 +183,7 @@ async fn handle_signals(shared: Arc<Shared>, shutdown: watch::Sender<bool>) {
         }
     }
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    let _ = shutdown.send(true);
+    shutdown.stop();
 }
 
 /// `stickylb demo`: demo backends plus the balancer.

@@ -7,7 +7,9 @@
 //! ones are bound; unchanged ones keep their sockets. With `[server.tls]` every accepted
 //! connection first completes a TLS handshake (bounded by `header_read_timeout`).
 
+use crate::listen::{accept, bind};
 use crate::proxy::{self, ClientConn, Proto};
+use crate::shutdown::{Shutdown, Trigger};
 use crate::state::Shared;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,56 +19,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-
-/// Resolves once a shutdown (or stop) channel says true, or its sender is gone.
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-/// Accept one connection; on an error (EMFILE and friends) log, back off a little instead of
-/// spinning, and return `None`.
-pub async fn accept(listener: &TcpListener, what: &str) -> Option<(TcpStream, SocketAddr)> {
-    match listener.accept().await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!(error = %e, "{what} accept failed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            None
-        }
-    }
-}
-
-/// Bind a listener with SO_REUSEADDR (a restart does not wait for TIME_WAIT), SO_REUSEPORT
-/// (every worker thread accepts on its own socket of the same address, and the kernel spreads
-/// connections over them) and a deep backlog.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
-}
-
-/// Bind the addresses of `wanted` that are not in `bound` (for a reload, before it swaps the
-/// config). On error, the address that failed; the sockets bound so far are closed.
-pub fn bind_new(
-    bound: &[SocketAddr],
-    wanted: &[SocketAddr],
-) -> Result<Vec<(SocketAddr, TcpListener)>, (SocketAddr, std::io::Error)> {
-    wanted
-        .iter()
-        .filter(|a| !bound.contains(a))
-        .map(|&addr| bind(addr).map(|l| (addr, l)).map_err(|e| (addr, e)))
-        .collect()
-}
 
 /// The HTTP/1.1 + h2c connection builder for client connections.
 fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
@@ -98,8 +53,8 @@ pub struct Server {
     primary: bool,
     permits: Arc<Semaphore>,
     max_connections: usize,
-    shutdown: watch::Receiver<bool>,
-    loops: HashMap<SocketAddr, (watch::Sender<bool>, JoinHandle<()>)>,
+    shutdown: Shutdown,
+    loops: HashMap<SocketAddr, (Trigger, JoinHandle<()>)>,
 }
 
 impl Server {
@@ -107,7 +62,7 @@ impl Server {
     /// connection limit shared by all workers.
     pub fn bind(
         shared: Arc<Shared>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: Shutdown,
         permits: Arc<Semaphore>,
         addrs: &[SocketAddr],
         primary: bool,
@@ -132,7 +87,7 @@ impl Server {
         if self.primary {
             tracing::info!(%addr, "listening");
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = Shutdown::new();
         let task = tokio::spawn(accept_loop(
             listener,
             self.shared.clone(),
@@ -150,7 +105,7 @@ impl Server {
         let mut shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
-                _ = stopped(&mut shutdown) => break,
+                _ = shutdown.wait() => break,
                 changed = reloads.changed() => {
                     if changed.is_err() { break; }
                     self.rebind();
@@ -158,7 +113,7 @@ impl Server {
             }
         }
         for (stop, task) in self.loops.into_values() {
-            let _ = stop.send(true);
+            stop.stop();
             let _ = task.await;
         }
         let timeout = self.shared.snapshot().config.server.shutdown_timeout;
@@ -175,7 +130,7 @@ impl Server {
         for addr in gone {
             if let Some((stop, _)) = self.loops.remove(&addr) {
                 tracing::info!(%addr, "no longer listening");
-                let _ = stop.send(true);
+                stop.stop();
             }
         }
         for addr in wanted {
@@ -206,8 +161,8 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-    shutdown: watch::Receiver<bool>,
+    mut stop: Shutdown,
+    shutdown: Shutdown,
 ) {
     let builder = Arc::new(builder(&shared));
     loop {
@@ -215,11 +170,11 @@ async fn accept_loop(
         // connection given to another worker's socket might need. At the limit each loop holds
         // one accepted connection until a slot frees, and accepts nothing more meanwhile.
         let (stream, peer) = tokio::select! {
-            _ = stopped(&mut stop) => return,
+            _ = stop.wait() => return,
             c = accept(&listener, "client") => match c { Some(c) => c, None => continue },
         };
         let permit = tokio::select! {
-            _ = stopped(&mut stop) => return,
+            _ = stop.wait() => return,
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
         };
         let shared = shared.clone();
@@ -252,7 +207,7 @@ async fn serve_connection<I>(
     conn: ClientConn,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -267,7 +222,7 @@ async fn serve_connection<I>(
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => log_conn_error(r),
-        _ = stopped(&mut shutdown) => {
+        _ = shutdown.wait() => {
             conn.as_mut().graceful_shutdown();
             log_conn_error(conn.await);
         }

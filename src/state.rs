@@ -94,7 +94,7 @@ impl Shared {
         let mut fresh = self.fresh_listeners.lock().unwrap_or_else(|e| e.into_inner());
         let mut bound = self.snapshot().config.server.listen.clone();
         bound.extend(fresh.iter().map(|(addr, _)| *addr));
-        let new = crate::server::bind_new(&bound, &config.server.listen).map_err(|(addr, e)| {
+        let new = crate::listen::bind_new(&bound, &config.server.listen).map_err(|(addr, e)| {
             ConfigError::Invalid(vec![format!("{}: server.listen: cannot listen on {addr}: {e}", path.display())])
         })?;
         fresh.extend(new);

@@ -1,10 +1,11 @@
 //! The admin API's handlers: JSON views of the process, the backends and the sessions; backend
 //! state changes; reload; the metrics scrape. Routing and access checks happen before these.
 
+use super::prometheus::{self, Format};
 use super::reply::{error, json, AdminResponse};
 use crate::balance::Backend;
 use crate::config::{AdminState, Algorithm, SessionMode};
-use crate::metrics::{self, Format, Reassign};
+use crate::metrics::Reassign;
 use crate::state::Shared;
 use crate::store::AffinityStore;
 use http::{HeaderValue, StatusCode};
@@ -161,7 +162,7 @@ pub fn reload(shared: &Shared) -> AdminResponse {
 /// `GET /metrics`: Prometheus text, or OpenMetrics when the scraper asks for it.
 pub fn metrics(shared: &Shared, accept: Option<&HeaderValue>) -> AdminResponse {
     let format = Format::from_accept(accept.and_then(|v| v.to_str().ok()));
-    let body = metrics::encode(shared.snapshot(), shared.metrics.clone(), format);
+    let body = prometheus::encode(shared.snapshot(), shared.metrics.clone(), format);
     super::reply::metrics(body, format.content_type())
 }
 

@@ -15,9 +15,11 @@
 //! change takes effect after a restart. `admin.token` changes take effect at once.
 
 mod api;
+pub mod prometheus;
 mod reply;
 
 use self::reply::{error, AdminResponse};
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::body::Incoming;
@@ -29,25 +31,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// How long an admin client may take to send a request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve the admin API on `listener` until shutdown.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let bound_for = shared.snapshot().config.admin.listen;
     let mut reloads = shared.reloads();
     loop {
         let (stream, _) = tokio::select! {
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
             Ok(()) = reloads.changed() => {
                 warn_if_moved(&shared, bound_for);
                 continue;
             }
-            c = crate::server::accept(&listener, "admin") => match c { Some(c) => c, None => continue },
+            c = crate::listen::accept(&listener, "admin") => match c { Some(c) => c, None => continue },
         };
         let shared = shared.clone();
         let builder = builder.clone();

@@ -6,6 +6,7 @@
 //! results, and is logged once per change. Passive ejection lives in `balance::Backend`.
 
 use crate::balance::Backend;
+use crate::shutdown::Shutdown;
 use crate::state::Shared;
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -14,11 +15,10 @@ use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Run health checks until `shutdown`; follows reloads.
-pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut reloads = shared.reloads();
     loop {
         let mut probes = JoinSet::new();
@@ -28,7 +28,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         }
         tokio::select! {
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
             changed = reloads.changed() => if changed.is_err() { return },
         }
         probes.abort_all();

@@ -1,15 +1,13 @@
-//! Counters the proxy updates on the hot path, and their Prometheus exposition.
+//! Counters the proxy updates on the hot path (their Prometheus exposition is the admin API's,
+//! `admin::prometheus`). This module must not import any other module of the crate but
+//! `config`: everything else counts into it.
 //!
 //! The hot path only touches plain atomics: [`Metrics`] (process-wide) and the
 //! [`StatusCounters`] each `balance::Backend` owns. No lock is taken and nothing is allocated
-//! per request; labels exist only at scrape time, when [`encode`] walks the current snapshot
+//! per request; labels exist only at scrape time, when the admin API walks the current snapshot
 //! through a `prometheus_client` [`Collector`](prometheus_client::collector::Collector). This
 //! is why `prometheus_client`'s own `Family` and `Histogram` are not used: `Family` takes a
 //! `RwLock` per lookup and `Histogram::observe` a lock per observation.
-
-mod encode;
-
-pub use encode::{encode, Format};
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -172,16 +170,6 @@ impl Metrics {
     /// Reloads applied, reloads rejected, and whether the last one was applied.
     pub fn reloads(&self) -> (u64, u64, bool) {
         (self.reloads_ok.load(Relaxed), self.reloads_failed.load(Relaxed), self.last_reload_ok.load(Relaxed) == 1)
-    }
-}
-
-/// Count a response that was answered with an error: on the backend it concerned when it is in
-/// `pool` (a 502 after a refused connection, a 504, a 503 of a rejected pinned session), else
-/// under `backend="none"`. Errors are rare, so the lookup by name is off the fast path.
-pub fn count_error(metrics: &Metrics, pool: &crate::balance::Pool, backend: Option<&str>, status: u16) {
-    match backend.and_then(|name| pool.get(name)) {
-        Some(b) => b.responses.count(status),
-        None => metrics.unrouted.count(status),
     }
 }
 

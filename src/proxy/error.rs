@@ -1,6 +1,8 @@
 //! The proxy's errors and their one mapping to an HTTP status with a short plain-text body.
 
 use super::body::ResponseBody;
+use crate::balance::Pool;
+use crate::metrics::Metrics;
 use http::{header, HeaderValue, Response, StatusCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,5 +42,14 @@ impl ProxyError {
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
+    }
+}
+/// Count a response that was answered with an error: on the backend it concerned when it is in
+/// `pool` (a 502 after a refused connection, a 504, a 503 of a rejected pinned session), else
+/// under `backend="none"`. Errors are rare, so the lookup by name is off the fast path.
+pub fn count_error(metrics: &Metrics, pool: &Pool, backend: Option<&str>, status: u16) {
+    match backend.and_then(|name| pool.get(name)) {
+        Some(b) => b.responses.count(status),
+        None => metrics.unrouted.count(status),
     }
 }

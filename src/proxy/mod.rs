@@ -91,7 +91,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: ClientCon
         }
         Err((e, backend)) => {
             let status = e.status().as_u16();
-            crate::metrics::count_error(&shared.metrics, &snap.pool, backend.as_deref(), status);
+            error::count_error(&shared.metrics, &snap.pool, backend.as_deref(), status);
             (e.response(), Outcome { backend, status })
         }
     };

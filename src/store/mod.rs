@@ -24,9 +24,9 @@ pub use table::PinKey;
 use crate::balance::{Backend, Pool};
 use crate::config::{Config, SessionConfig, StoreKind};
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// What every affinity table offers. Values are backends; a pin may outlive its backend's
 /// place in the pool (after a reload), so callers map it through `Pool::current`.
@@ -93,7 +93,7 @@ impl Store {
     /// Before serving: load the memory store's snapshot (pins resolved through `pool`), or
     /// start the Redis store's event listener (stopped when `shutdown` flips or the store is
     /// dropped).
-    pub fn start(&self, pool: &Pool, shutdown: watch::Receiver<bool>) {
+    pub fn start(&self, pool: &Pool, shutdown: Shutdown) {
         match self {
             Store::Memory(m) => m.load_snapshot(pool),
             Store::Redis(r) => r.start(shutdown),

@@ -12,14 +12,13 @@
 //! from an older epoch is verified against Redis on its next use.
 
 use super::Inner;
-use crate::server::stopped;
+use crate::shutdown::Shutdown;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use tokio::sync::watch;
 
 /// First and longest pause between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -68,12 +67,12 @@ pub(super) fn backoff(attempt: u32, jitter: f64) -> Duration {
 }
 
 /// The listener task: subscribe, apply events, reconnect after losses; returns on shutdown.
-pub(super) async fn listen(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+pub(super) async fn listen(inner: Arc<Inner>, mut shutdown: Shutdown) {
     let mut attempt = 0u32;
     loop {
         let subscribed = tokio::select! {
             r = subscribe(&inner) => r,
-            _ = stopped(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         };
         match subscribed {
             Ok((conn, pushes)) => {
@@ -87,7 +86,7 @@ pub(super) async fn listen(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool
                 attempt = 0;
                 let why = tokio::select! {
                     why = pump(&inner, conn, pushes) => why,
-                    _ = stopped(&mut shutdown) => return,
+                    _ = shutdown.wait() => return,
                 };
                 inner.link.failed(&format_args!("event subscription lost: {why}"));
             }
@@ -101,7 +100,7 @@ pub(super) async fn listen(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool
         attempt = attempt.saturating_add(1);
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = stopped(&mut shutdown) => return,
+            _ = shutdown.wait() => return,
         }
     }
 }

@@ -58,6 +58,7 @@ use super::{unix_ms, AffinityStore};
 use crate::balance::{Backend, Pool};
 use crate::config::{ClusterConfig, SessionConfig};
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use cache::{Claim, LocalCache};
 use link::Link;
 use pin::{Pending, PinValue, Verdict};
@@ -66,7 +67,7 @@ use redis::{Client, ProtocolVersion, RedisResult};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, OnceCell};
+use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
 pub struct RedisStore {
@@ -135,7 +136,7 @@ impl RedisStore {
     }
 
     /// Start the event listener (it reconnects with backoff until `shutdown` flips).
-    pub fn start(&self, shutdown: watch::Receiver<bool>) {
+    pub fn start(&self, shutdown: Shutdown) {
         let task = tokio::spawn(events::listen(self.inner.clone(), shutdown));
         if let Some(old) = self.lock_listener().replace(task) {
             old.abort();

@@ -5,8 +5,8 @@
 //! added or removed by a reload appear and disappear from `/metrics` at once, and nothing here
 //! has to follow reloads.
 
-use super::{Metrics, Reassign};
 use crate::config::AdminState;
+use crate::metrics::{Metrics, Reassign};
 use crate::state::Snapshot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
