@@ -12,7 +12,7 @@ use std::sync::Arc;
 use stickylb::balance::Pool;
 use stickylb::config::{self, Config};
 use stickylb::proxy::headers;
-use stickylb::session::{CookieCodec, SessionPolicy};
+use stickylb::session::{CookieCodec, Route, SessionPolicy};
 use stickylb::store::MemoryStore;
 
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
@@ -36,10 +36,14 @@ fn cookie(c: &mut Criterion) {
     let policy = SessionPolicy::new(&cfg.session, false);
     let codec = policy.codec.as_ref().expect("insert mode");
     let value = codec.signed_value(&CookieCodec::new_id());
-    let header = HeaderValue::from_str(&format!("lang=en; STICKYLB={value}; theme=dark")).unwrap();
+    let route = Route { backend: "app2".into(), created_ms: 1_764_300_000_000 };
+    let routed = codec.signed_route_value(&CookieCodec::new_id(), &route);
+    let header = HeaderValue::from_str(&format!("lang=en; STICKYLB={routed}; theme=dark")).unwrap();
     let uri = Uri::from_static("/app/page");
     let mut g = c.benchmark_group("cookie");
+    // The first cookie format (id only) and the current one (id, creation time, backend).
     g.bench_function("verify", |b| b.iter(|| codec.verify(black_box(&value))));
+    g.bench_function("verify_with_route", |b| b.iter(|| codec.verify(black_box(&routed))));
     g.bench_function("extract_and_strip", |b| {
         b.iter(|| {
             let mut h = HeaderMap::new();
@@ -47,7 +51,7 @@ fn cookie(c: &mut Criterion) {
             policy.extract(black_box(&mut h), &uri)
         })
     });
-    g.bench_function("sign_new_session", |b| b.iter(|| codec.set_cookie(&CookieCodec::new_id())));
+    g.bench_function("sign_new_session", |b| b.iter(|| codec.set_cookie(&CookieCodec::new_id(), &route)));
     g.finish();
 }
 

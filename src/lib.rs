@@ -35,6 +35,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod state;
+pub mod sticky;
 pub mod store;
 pub mod tls;
 
@@ -110,7 +111,20 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: Shutdown) -> Resu
         }
         None => None,
     };
-    tokio::spawn(health::run(shared.clone(), shutdown.clone()));
+    let watched = shared.clone();
+    let targets = move || {
+        let snapshot = watched.snapshot();
+        let backends = snapshot.pool.backends().iter();
+        backends
+            .map(|b| health::Target {
+                name: b.name.clone(),
+                authority: b.addr.authority.to_string(),
+                check: b.check.clone(),
+                health: b.health.clone(),
+            })
+            .collect()
+    };
+    tokio::spawn(health::run(targets, shared.reloads(), shutdown.clone()));
     let stopping = shared.clone();
     let task = tokio::spawn(async move {
         server.run().await;

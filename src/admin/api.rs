@@ -67,8 +67,8 @@ fn view(b: &Backend) -> BackendView<'_> {
         address: b.addr.to_string(),
         state: b.state().as_str(),
         healthy: b.is_healthy(),
-        ejected: b.is_ejected(),
-        health_checks: b.health.enabled,
+        ejected: b.health.is_ejected(),
+        health_checks: b.check.enabled,
         active_requests: b.in_flight(),
         sessions: b.sessions.load(Relaxed).max(0),
         weight: b.weight,
@@ -121,7 +121,7 @@ pub fn set_state(shared: &Shared, name: &str, state: AdminState) -> AdminRespons
 /// value (its signature is checked and the key inside used).
 pub async fn session(shared: &Shared, id: &str, delete: bool) -> AdminResponse {
     let snap = shared.snapshot();
-    let key = snap.session.codec.as_ref().and_then(|c| c.verify(id)).unwrap_or_else(|| id.to_owned());
+    let key = snap.session.codec.as_ref().and_then(|c| c.verify(id)).map(|v| v.id).unwrap_or_else(|| id.to_owned());
     let Some(backend) = shared.store.get(&key, &snap.pool).await else {
         return error(StatusCode::NOT_FOUND, "no such session");
     };

@@ -1,11 +1,11 @@
-//! One backend's run-time state: identity from config, and the counters and flags that the
-//! health checker, the proxy and the admin API share. Everything mutable is an atomic, so the
-//! hot path never locks.
+//! One backend: identity from config (name, address, weight, limits), its admin state, its
+//! in-flight count and response counters, and — beside it, owned by `health` — its
+//! [`Health`]. Everything mutable is an atomic, so the hot path never locks.
 
-use crate::clock::now_ms;
 use crate::config::{AdminState, BackendAddr, BackendConfig, HealthConfig};
+use crate::health::Health;
 use crate::metrics::StatusCounters;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +19,10 @@ pub struct Backend {
     pub max_connections: usize,
     pub slow_start: Duration,
     /// `[health]` with this backend's overrides applied.
-    pub health: HealthConfig,
+    pub check: HealthConfig,
+    /// Active and passive health; shared with the reconfigured copies of this backend.
+    pub health: Arc<Health>,
     state: AtomicU8,
-    healthy: AtomicBool,
-    /// Passive ejection deadline (process-clock ms); 0 = not ejected.
-    ejected_until: AtomicU64,
-    /// When the backend last came back up (process-clock ms); 0 = never went down.
-    recovered_at: AtomicU64,
-    consecutive_failures: AtomicU32,
     in_flight: AtomicUsize,
     /// The state the config file gave; a reload only overrides a run-time change (admin API)
     /// when the file's value itself changed.
@@ -48,13 +44,10 @@ impl Backend {
             weight: *cfg.weight.get_ref(),
             max_connections: cfg.max_connections,
             slow_start: cfg.slow_start,
-            health: health.with_override(&cfg.health),
+            check: health.with_override(&cfg.health),
+            health: Arc::default(),
             state: AtomicU8::new(state_to_u8(cfg.state)),
             config_state: cfg.state,
-            healthy: AtomicBool::new(true),
-            ejected_until: AtomicU64::new(0),
-            recovered_at: AtomicU64::new(0),
-            consecutive_failures: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
             sessions: Arc::new(AtomicI64::new(0)),
             responses: Arc::default(),
@@ -68,9 +61,7 @@ impl Backend {
         if cfg.state == self.config_state {
             b.set_state(self.state());
         }
-        b.healthy.store(self.healthy.load(Relaxed), Relaxed);
-        b.ejected_until.store(self.ejected_until.load(Relaxed), Relaxed);
-        b.recovered_at.store(self.recovered_at.load(Relaxed), Relaxed);
+        b.health = self.health.clone();
         b.responses = self.responses.clone();
         b
     }
@@ -87,14 +78,9 @@ impl Backend {
         self.state.store(state_to_u8(s), Relaxed);
     }
 
-    /// Health as the active checker (or passive ejection) sees it.
+    /// Health as the active checker and passive ejection see it.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Relaxed) && !self.is_ejected()
-    }
-
-    pub fn is_ejected(&self) -> bool {
-        let until = self.ejected_until.load(Relaxed);
-        until != 0 && now_ms() < until
+        self.health.ready()
     }
 
     /// May serve sessions already pinned here.
@@ -121,52 +107,9 @@ impl Backend {
         InFlight(self.clone())
     }
 
-    /// Flip the active-health state; returns true if it changed.
-    pub fn set_healthy(&self, up: bool) -> bool {
-        let was = self.healthy.swap(up, Relaxed);
-        if up && !was {
-            self.recovered_at.store(now_ms(), Relaxed);
-            self.consecutive_failures.store(0, Relaxed);
-        }
-        was != up
-    }
-
-    /// Record a connect error or timeout on real traffic. Returns true when this failure
-    /// ejected the backend.
-    pub fn record_failure(&self, threshold: u32, ejection: Duration) -> bool {
-        let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
-        if n < threshold || self.is_ejected() {
-            return false;
-        }
-        self.consecutive_failures.store(0, Relaxed);
-        self.ejected_until.store(now_ms() + ejection.as_millis() as u64, Relaxed);
-        if self.health.enabled {
-            // Active checks must see it pass again before it takes traffic.
-            self.healthy.store(false, Relaxed);
-        }
-        self.recovered_at.store(now_ms() + ejection.as_millis() as u64, Relaxed);
-        true
-    }
-
-    /// A request reached the backend and got an answer.
-    pub fn record_success(&self) {
-        if self.consecutive_failures.load(Relaxed) != 0 {
-            self.consecutive_failures.store(0, Relaxed);
-        }
-    }
-
-    /// Share of new sessions during slow start: ramps from 5% to 100% over `slow_start`.
+    /// Share of new sessions during slow start (see `health`).
     pub fn slow_start_factor(&self) -> f64 {
-        let since = self.recovered_at.load(Relaxed);
-        if self.slow_start.is_zero() || since == 0 {
-            return 1.0;
-        }
-        let now = now_ms();
-        if now <= since {
-            return 0.05;
-        }
-        let f = (now - since) as f64 / self.slow_start.as_millis() as f64;
-        f.clamp(0.05, 1.0)
+        self.health.slow_start_factor(self.slow_start)
     }
 
     /// Effective weight for selection (configured weight times the slow-start ramp).

@@ -60,8 +60,8 @@ impl Pool {
 
     /// Choose a backend for a new session. `key` is the session key when known (the `hash`
     /// algorithm needs it); `exclude` lists backends that just failed for this request.
-    pub fn select(&self, key: Option<&str>, exclude: &[Arc<Backend>]) -> Option<Arc<Backend>> {
-        let ok = |b: &Backend| b.accepts_new() && !exclude.iter().any(|e| std::ptr::eq(&**e, b));
+    pub fn select(&self, key: Option<&str>, exclude: &[Arc<str>]) -> Option<Arc<Backend>> {
+        let ok = |b: &Backend| b.accepts_new() && !exclude.iter().any(|e| **e == *b.name);
         match (self.algorithm, key) {
             (Algorithm::RoundRobin, _) | (Algorithm::Hash, None) => self.rr.select(&self.backends, ok),
             (Algorithm::LeastConnections, _) => least_conn::select(&self.backends, &self.rr, ok),

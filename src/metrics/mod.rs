@@ -15,22 +15,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Why a session moved to another backend (`stickylb_session_reassignments_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reassign {
-    /// The pinned backend was marked down by health checks or passive ejection.
+    /// The pinned backend was marked down by its active health checks.
     Down,
+    /// The pinned backend is passively ejected (consecutive failures on real traffic).
+    Ejected,
     /// The pinned backend is in maintenance.
     Maint,
     /// The pinned backend no longer exists (removed by a reload).
     Removed,
-    /// The pinned backend refused the connection or failed before answering.
+    /// The pinned backend refused the connection (nothing was sent to it).
     ConnectFailed,
 }
 
 impl Reassign {
-    pub const ALL: [Reassign; 4] = [Reassign::Down, Reassign::Maint, Reassign::Removed, Reassign::ConnectFailed];
+    pub const ALL: [Reassign; 5] =
+        [Reassign::Down, Reassign::Ejected, Reassign::Maint, Reassign::Removed, Reassign::ConnectFailed];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Reassign::Down => "down",
+            Reassign::Ejected => "ejected",
             Reassign::Maint => "maint",
             Reassign::Removed => "removed",
             Reassign::ConnectFailed => "connect_failed",
@@ -95,7 +99,7 @@ impl StatusCounters {
 #[derive(Debug)]
 pub struct Metrics {
     pub cookie_rejected: AtomicU64,
-    reassignments: [AtomicU64; 4],
+    reassignments: [AtomicU64; Reassign::ALL.len()],
     pub store_errors: AtomicU64,
     pub active_connections: AtomicI64,
     /// Responses sent without any backend (no backend available, bad request, body too

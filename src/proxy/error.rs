@@ -1,6 +1,6 @@
 //! The proxy's errors and their one mapping to an HTTP status with a short plain-text body.
 
-use super::body::ResponseBody;
+use super::response_body::ResponseBody;
 use crate::balance::Pool;
 use crate::metrics::Metrics;
 use http::{header, HeaderValue, Response, StatusCode};

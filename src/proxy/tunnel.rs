@@ -7,7 +7,7 @@
 //! backend for the tunnel's life, so `least_connections` sees open WebSockets. Any other answer
 //! is an ordinary response.
 
-use super::body::Lease;
+use super::response_body::Lease;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{request, Version};
 use hyper::upgrade::OnUpgrade;

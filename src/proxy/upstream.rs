@@ -9,7 +9,7 @@
 //! This replaces hyper-util's pooled client, which on this path hashed the authority per byte,
 //! went through a shared `Mutex`, and spawned a task per request to return the connection.
 
-use super::body::UpstreamBody;
+use super::request_body::UpstreamBody;
 use super::ProxyError;
 use http::uri::Authority;
 use hyper::body::Incoming;

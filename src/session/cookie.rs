@@ -2,8 +2,11 @@
 //! and the configured attributes.
 //!
 //! The signed value has the `cookie` crate's signed-jar format (base64 of the HMAC-SHA256 of
-//! the id, then the id), so cookies stay valid across versions, and keys are derived from the
-//! secret the same way. Signing and verifying are done here with HMAC states keyed once at
+//! the payload, then the payload), and keys are derived from the secret the same way. The
+//! payload is `ID~CREATED~BACKEND`: the session id, the session's creation time (Unix
+//! seconds) and the name of the backend it is pinned to, all under the signature, so nobody
+//! can forge or alter the backend a cookie names. Cookies of the first format (payload = the
+//! id alone) still verify, without a route. Signing and verifying are done here with HMAC states keyed once at
 //! start, which halves the hashing per request and allocates nothing but the id.
 
 use crate::config::{SameSite, SessionConfig};
@@ -64,46 +67,55 @@ impl CookieCodec {
         s
     }
 
-    /// The signed cookie value for `id` (what the client sends back).
+    /// The signed cookie value of the first format: the id alone, no route (tests, benches).
     pub fn signed_value(&self, id: &str) -> String {
         let mut out = String::with_capacity(DIGEST_B64_LEN + id.len());
         self.push_signed(&mut out, id);
         out
     }
 
-    fn push_signed(&self, out: &mut String, id: &str) {
-        let mut mac = self.macs[0].clone();
-        mac.update(id.as_bytes());
-        BASE64.encode_string(mac.finalize().into_bytes(), out);
-        out.push_str(id);
+    /// The signed cookie value naming `route` (what the client sends back).
+    pub fn signed_route_value(&self, id: &str, route: &Route) -> String {
+        let mut out = String::with_capacity(DIGEST_B64_LEN + id.len() + 14 + route.backend.len());
+        let payload = payload(id, route);
+        self.push_signed(&mut out, &payload);
+        out
     }
 
-    /// The `Set-Cookie` header for session `id`.
-    pub fn set_cookie(&self, id: &str) -> HeaderValue {
-        let mut v = String::with_capacity(self.name.len() + 1 + DIGEST_B64_LEN + id.len() + self.attributes.len());
+    fn push_signed(&self, out: &mut String, payload: &str) {
+        let mut mac = self.macs[0].clone();
+        mac.update(payload.as_bytes());
+        BASE64.encode_string(mac.finalize().into_bytes(), out);
+        out.push_str(payload);
+    }
+
+    /// The `Set-Cookie` header for session `id`, pinned to `route`.
+    pub fn set_cookie(&self, id: &str, route: &Route) -> HeaderValue {
+        let payload = payload(id, route);
+        let mut v = String::with_capacity(self.name.len() + 1 + DIGEST_B64_LEN + payload.len() + self.attributes.len());
         v.push_str(&self.name);
         v.push('=');
-        self.push_signed(&mut v, id);
+        self.push_signed(&mut v, &payload);
         v.push_str(&self.attributes);
         HeaderValue::from_str(&v).expect("cookie text is a valid header value")
     }
 
-    /// The session id inside a cookie value, if its signature verifies with the current or a
-    /// previous key and it has our id format. Anything else is treated as no cookie at all.
-    pub fn verify(&self, value: &str) -> Option<String> {
-        let (digest, id) = (value.get(..DIGEST_B64_LEN)?, value.get(DIGEST_B64_LEN..)?);
-        if !is_id(id) {
-            return None;
-        }
+    /// The session inside a cookie value, if its signature verifies with the current or a
+    /// previous key and it has one of our payload formats. Anything else is treated as no
+    /// cookie at all.
+    pub fn verify(&self, value: &str) -> Option<Verified> {
+        let (digest, payload) = (value.get(..DIGEST_B64_LEN)?, value.get(DIGEST_B64_LEN..)?);
+        let verified = parse_payload(payload)?;
         let mut tag = [0u8; 33];
         let n = BASE64.decode_slice(digest, &mut tag).ok()?;
         let tag = &tag[..n];
         self.macs.iter().find_map(|mac| {
             let mut mac = mac.clone();
-            mac.update(id.as_bytes());
+            mac.update(payload.as_bytes());
             // Constant-time comparison.
-            mac.verify_slice(tag).ok().map(|()| id.to_owned())
-        })
+            mac.verify_slice(tag).ok()
+        })?;
+        Some(verified)
     }
 }
 
@@ -128,6 +140,47 @@ fn attributes(cfg: &SessionConfig, tls: bool) -> String {
     }
     let text = c.build().to_string();
     text[cfg.cookie.len() + 2..].to_owned()
+}
+
+/// Where a cookie says its session lives: the backend's name and the session's creation time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub backend: String,
+    /// Unix milliseconds (kept to the second in the cookie).
+    pub created_ms: u64,
+}
+
+/// A cookie that verified: the session id and, for cookies of the current format, its route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub id: String,
+    pub route: Option<Route>,
+}
+
+/// Separates the payload's fields: in neither a hex id, a number nor a backend name.
+const SEP: char = '~';
+
+fn payload(id: &str, route: &Route) -> String {
+    format!("{id}{SEP}{}{SEP}{}", route.created_ms / 1000, route.backend)
+}
+
+fn parse_payload(payload: &str) -> Option<Verified> {
+    let mut parts = payload.splitn(3, SEP);
+    let id = parts.next().filter(|id| is_id(id))?;
+    let route = match (parts.next(), parts.next()) {
+        (None, _) => None,
+        (Some(created), Some(backend)) if is_backend_name(backend) && created.bytes().all(|b| b.is_ascii_digit()) => {
+            let secs: u64 = created.parse().ok()?;
+            Some(Route { backend: backend.to_owned(), created_ms: secs.checked_mul(1000)? })
+        }
+        _ => return None,
+    };
+    Some(Verified { id: id.to_owned(), route })
+}
+
+/// A backend name as config validation allows it.
+fn is_backend_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn is_id(s: &str) -> bool {
@@ -155,7 +208,7 @@ mod tests {
         let c = codec(A, &[]);
         let id = CookieCodec::new_id();
         let v = c.signed_value(&id);
-        assert_eq!(c.verify(&v).as_deref(), Some(id.as_str()));
+        assert_eq!(c.verify(&v).map(|v| v.id), Some(id.clone()));
         let mut t: Vec<char> = v.chars().collect();
         let mid = t.len() / 2;
         t[mid] = if t[mid] == 'a' { 'b' } else { 'a' };
@@ -183,7 +236,7 @@ mod tests {
             ..SessionConfig::default()
         };
         let c = CookieCodec::new(&cfg, Some(A), false);
-        let h = c.set_cookie("0123456789abcdef0123456789abcdef");
+        let h = c.set_cookie("0123456789abcdef0123456789abcdef", &route("a"));
         let h = h.to_str().unwrap();
         for part in
             ["STICKYLB=", "Path=/app", "Domain=example.test", "Secure", "HttpOnly", "SameSite=Strict", "Max-Age=3600"]
@@ -202,7 +255,7 @@ mod tests {
         jar.signed_mut(&key).add(Cookie::new("STICKYLB", id.clone()));
         let theirs = jar.get("STICKYLB").unwrap().value().to_owned();
         assert_eq!(theirs, c.signed_value(&id), "same format");
-        assert_eq!(c.verify(&theirs).as_deref(), Some(id.as_str()));
+        assert_eq!(c.verify(&theirs).map(|v| v.id), Some(id.clone()));
         let ours = Cookie::new("STICKYLB", c.signed_value(&id));
         assert_eq!(CookieJar::new().signed(&key).verify(ours).unwrap().value(), id);
     }
@@ -211,10 +264,10 @@ mod tests {
     fn set_cookie_is_name_signed_value_and_attributes() {
         let c = codec(A, &[]);
         let id = CookieCodec::new_id();
-        let h = c.set_cookie(&id);
+        let h = c.set_cookie(&id, &route("app-1.eu"));
         let parsed = Cookie::parse(h.to_str().unwrap().to_owned()).unwrap();
         assert_eq!(parsed.name(), "STICKYLB");
-        assert_eq!(c.verify(parsed.value()).as_deref(), Some(id.as_str()));
+        assert_eq!(c.verify(parsed.value()), Some(Verified { id, route: Some(route("app-1.eu")) }));
         assert_eq!(parsed.path(), Some("/"));
     }
 
@@ -228,6 +281,52 @@ mod tests {
         let mut multibyte = v.clone();
         multibyte.replace_range(10..11, "é");
         assert_eq!(c.verify(&multibyte), None);
+    }
+
+    fn route(backend: &str) -> Route {
+        Route { backend: backend.into(), created_ms: 1_764_300_000_000 }
+    }
+
+    #[test]
+    fn the_route_round_trips_under_the_signature() {
+        let c = codec(A, &[]);
+        let id = CookieCodec::new_id();
+        let v = c.signed_route_value(&id, &route("app2"));
+        assert_eq!(c.verify(&v), Some(Verified { id: id.clone(), route: Some(route("app2")) }));
+        assert!(v.ends_with("~1764300000~app2"), "{v}");
+        let forged = v.replace("~app2", "~app3");
+        assert_eq!(c.verify(&forged), None, "the named backend cannot be altered");
+        let older = v.replace("~1764300000~", "~1000000000~");
+        assert_eq!(c.verify(&older), None, "nor the creation time");
+        assert_eq!(codec(B, &[]).verify(&v), None, "nor signed with another key");
+        assert!(codec(B, &[A]).verify(&v).is_some(), "a previous key still verifies");
+    }
+
+    #[test]
+    fn first_format_cookies_verify_without_a_route() {
+        let c = codec(A, &[]);
+        let id = CookieCodec::new_id();
+        assert_eq!(c.verify(&c.signed_value(&id)), Some(Verified { id, route: None }));
+    }
+
+    #[test]
+    fn malformed_payloads_are_rejected() {
+        let c = codec(A, &[]);
+        let id = CookieCodec::new_id();
+        for payload in [
+            format!("{id}~"),
+            format!("{id}~12"),
+            format!("{id}~~app"),
+            format!("{id}~x1~app"),
+            format!("{id}~1~"),
+            format!("{id}~1~a;b"),
+            format!("{id}~99999999999999999999~a"),
+            format!("{}~1~a", &id[1..]),
+        ] {
+            let mut signed = String::new();
+            c.push_signed(&mut signed, &payload);
+            assert_eq!(c.verify(&signed), None, "{payload:?}");
+        }
     }
 
     #[test]

@@ -1,20 +1,19 @@
-//! Sessions: finding a request's session key and deciding where it goes.
+//! Sessions: finding a request's session key.
 //!
-//! This module owns key extraction for the four modes (insert: our signed cookie; learn: the
-//! application's own cookie or `;jsessionid=` path parameter; header; none), learning keys
-//! from backend responses, and [`decide`], the pure sticky decision. It never touches the
-//! network or the store: the proxy looks the key up and applies the decision.
+//! This module owns key extraction for the four modes (insert: our signed cookie, with the
+//! route it names; learn: the application's own cookie or `;jsessionid=` path parameter;
+//! header; none), learning keys from backend responses, and the insert cookie itself. It
+//! decides nothing and never touches the network, the store or the balancer: the sticky
+//! router (`sticky`) does that with what this module finds.
 
 mod cookie;
 
-pub use self::cookie::{CookieCodec, ID_LEN};
+pub use self::cookie::{CookieCodec, Route, Verified, ID_LEN};
 
-use crate::balance::{Backend, Pool};
 use crate::config::{OnBackendDown, SessionConfig, SessionMode};
 use ::cookie::Cookie;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
-use std::sync::Arc;
 
 /// The session settings of one config snapshot.
 pub struct SessionPolicy {
@@ -34,6 +33,8 @@ pub struct SessionPolicy {
 pub struct Extracted {
     /// A verified insert-mode id, or the application's session id in learn/header mode.
     pub key: Option<String>,
+    /// Insert mode: the backend and creation time the verified cookie names.
+    pub route: Option<Route>,
     /// Our cookie was present but failed verification (counted, then ignored).
     pub rejected: bool,
 }
@@ -70,7 +71,7 @@ impl SessionPolicy {
             SessionMode::Insert => self.extract_insert(headers),
             SessionMode::Learn => Extracted {
                 key: cookie_value(headers, &self.cookie_name).or_else(|| self.path_parameter(uri)),
-                rejected: false,
+                ..Extracted::default()
             },
             SessionMode::Header => Extracted {
                 key: headers
@@ -78,7 +79,7 @@ impl SessionPolicy {
                     .and_then(|v| v.to_str().ok())
                     .filter(|v| !v.is_empty())
                     .map(str::to_owned),
-                rejected: false,
+                ..Extracted::default()
             },
         }
     }
@@ -93,7 +94,10 @@ impl SessionPolicy {
                 if name == self.cookie_name {
                     present = true;
                     if out.key.is_none() {
-                        out.key = codec.verify(value);
+                        if let Some(v) = codec.verify(value) {
+                            out.key = Some(v.id);
+                            out.route = v.route;
+                        }
                     }
                 }
             }
@@ -139,9 +143,9 @@ impl SessionPolicy {
         }
     }
 
-    /// `Set-Cookie` for a new insert-mode session.
-    pub fn set_cookie(&self, id: &str) -> Option<HeaderValue> {
-        self.codec.as_ref().map(|c| c.set_cookie(id))
+    /// `Set-Cookie` naming `route` for insert-mode session `id`.
+    pub fn set_cookie(&self, id: &str, route: &Route) -> Option<HeaderValue> {
+        self.codec.as_ref().map(|c| c.set_cookie(id, route))
     }
 }
 
@@ -189,39 +193,10 @@ fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     }
 }
 
-/// Where a request with a known pin (or none) goes.
-#[derive(Debug)]
-pub enum Decision {
-    /// Use the pinned backend.
-    Pinned(Arc<Backend>),
-    /// No pin: balance, then pin the choice.
-    New,
-    /// The pinned backend cannot serve (down, maintenance, removed): balance among the others
-    /// and move the pin; the upstream request names the old backend.
-    Reassign { from: Arc<Backend> },
-    /// As `Reassign`, but `on_backend_down = "reject"`: answer 503.
-    Reject { from: Arc<Backend> },
-}
-
-/// The sticky decision: a pure function of the pin found and the pool's current state.
-pub fn decide(pinned: Option<Arc<Backend>>, pool: &Pool, on_down: OnBackendDown) -> Decision {
-    let Some(pinned) = pinned else { return Decision::New };
-    match pool.current(&pinned) {
-        Some(b) if b.serves_pinned() => Decision::Pinned(b.clone()),
-        current => {
-            let from = current.cloned().unwrap_or(pinned);
-            match on_down {
-                OnBackendDown::Reassign => Decision::Reassign { from },
-                OnBackendDown::Reject => Decision::Reject { from },
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, AdminState};
+    use crate::config::parse;
 
     fn policy(mode: &str, extra: &str) -> SessionPolicy {
         let text = format!(
@@ -245,7 +220,7 @@ mod tests {
         let v = p.codec.as_ref().unwrap().signed_value(&id);
         let mut h = headers(&[("cookie", &format!("a=1; STICKYLB={v}; b=2"))]);
         let e = p.extract(&mut h, &Uri::from_static("/"));
-        assert_eq!(e, Extracted { key: Some(id), rejected: false });
+        assert_eq!(e, Extracted { key: Some(id), ..Extracted::default() });
         assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
     }
 
@@ -258,7 +233,7 @@ mod tests {
         h.append(COOKIE, HeaderValue::from_static("a=1;  weird = x y "));
         h.append(COOKIE, HeaderValue::from_str(&format!(" STICKYLB=\"{v}\" ; flag; b=\"q\"")).unwrap());
         let e = p.extract(&mut h, &Uri::from_static("/"));
-        assert_eq!(e, Extracted { key: Some(id), rejected: false }, "a quoted value is unquoted");
+        assert_eq!(e, Extracted { key: Some(id), ..Extracted::default() }, "a quoted value is unquoted");
         let left: Vec<_> = h.get_all(COOKIE).iter().collect();
         assert_eq!(left, ["a=1; weird = x y; flag; b=\"q\""]);
 
@@ -272,7 +247,7 @@ mod tests {
         let p = policy("insert", "");
         let mut h = headers(&[("cookie", "STICKYLB=forged")]);
         let e = p.extract(&mut h, &Uri::from_static("/"));
-        assert_eq!(e, Extracted { key: None, rejected: true });
+        assert_eq!(e, Extracted { rejected: true, ..Extracted::default() });
         assert!(h.get(COOKIE).is_none());
     }
 
@@ -296,43 +271,5 @@ mod tests {
         let mut h = headers(&[("x-session-id", "s1")]);
         assert_eq!(p.extract(&mut h, &Uri::from_static("/")).key.as_deref(), Some("s1"));
         assert_eq!(p.learn(&headers(&[("x-session-id", "s2")])), Some(Learned::Pin("s2".into())));
-    }
-
-    fn pool() -> Pool {
-        let text = "[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n[[backend]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\n";
-        Pool::new(&parse(text, "t").unwrap(), None)
-    }
-
-    #[test]
-    fn healthy_pin_is_kept() {
-        let p = pool();
-        let a = p.get("a").unwrap().clone();
-        assert!(matches!(decide(Some(a), &p, OnBackendDown::Reassign), Decision::Pinned(b) if &*b.name == "a"));
-        assert!(matches!(decide(None, &p, OnBackendDown::Reassign), Decision::New));
-    }
-
-    #[test]
-    fn draining_pin_is_kept_maint_pin_moves() {
-        let p = pool();
-        let a = p.get("a").unwrap().clone();
-        a.set_state(AdminState::Drain);
-        assert!(matches!(decide(Some(a.clone()), &p, OnBackendDown::Reassign), Decision::Pinned(_)));
-        a.set_state(AdminState::Maint);
-        assert!(matches!(decide(Some(a.clone()), &p, OnBackendDown::Reassign), Decision::Reassign { .. }));
-        assert!(matches!(decide(Some(a), &p, OnBackendDown::Reject), Decision::Reject { .. }));
-    }
-
-    #[test]
-    fn unhealthy_or_removed_pin_moves() {
-        let p = pool();
-        let a = p.get("a").unwrap().clone();
-        a.set_healthy(false);
-        assert!(
-            matches!(decide(Some(a), &p, OnBackendDown::Reassign), Decision::Reassign { from } if &*from.name == "a")
-        );
-        let removed = pool().get("b").unwrap().clone();
-        let text = "[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n";
-        let smaller = Pool::new(&parse(text, "t").unwrap(), None);
-        assert!(matches!(decide(Some(removed), &smaller, OnBackendDown::Reassign), Decision::Reassign { .. }));
     }
 }

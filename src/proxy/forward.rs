@@ -1,0 +1,83 @@
+//! One attempt against the planned backend, on a connection from this worker's pool, and what
+//! its failure was: refused (nothing reached the backend), after the connection was made
+//! (it may have run there), or out of time.
+
+use super::request_body::RequestBody;
+use super::response_body::Lease;
+use super::upstream::{Conn, SendError};
+use super::{request, ProxyError};
+use crate::sticky::decide::Failure;
+use crate::sticky::Plan;
+use http::{request::Parts, Response};
+use hyper::body::Incoming;
+use std::time::{Duration, Instant};
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptError {
+    /// The backend failed: the router decides what follows. `resent`: the request already
+    /// went to it twice (a reused keep-alive connection failed, then a new one).
+    Backend { failure: Failure, resent: bool },
+    /// The request itself is at fault (its head cannot be sent).
+    Request(ProxyError),
+}
+
+/// One attempt against `plan.backend`, bounded by the request deadline.
+pub async fn attempt(
+    parts: &Parts,
+    body: &RequestBody,
+    plan: &Plan,
+    connect_timeout: Duration,
+    deadline: Instant,
+) -> Result<(Response<Incoming>, Lease), AttemptError> {
+    let guard = plan.backend.start_request();
+    match tokio::time::timeout_at(deadline.into(), send(parts, body, plan, connect_timeout)).await {
+        Err(_) => Err(AttemptError::Backend { failure: Failure::Timeout, resent: false }),
+        Ok(Ok((resp, conn))) => Ok((resp, Lease { guard, conn })),
+        Ok(Err(e)) => Err(e),
+    }
+}
+
+/// Send the request on a pooled connection. If the backend closed that connection before the
+/// request went out, or (for a safe request) before it answered, the request goes again on a
+/// new connection to the same backend: an idle keep-alive connection timing out is no reason
+/// to move the session, and counts as the one resend a safe request gets.
+async fn send(
+    parts: &Parts,
+    body: &RequestBody,
+    plan: &Plan,
+    connect_timeout: Duration,
+) -> Result<(Response<Incoming>, Conn), AttemptError> {
+    let backend = &plan.backend;
+    let authority = &backend.addr.authority;
+    let refused = |_| AttemptError::Backend { failure: Failure::Refused, resent: false };
+    let mut conn = Conn::checkout(authority, false, connect_timeout).await.map_err(refused)?;
+    let build = || request::attempt(parts, body, backend, plan.previous.as_deref()).map_err(AttemptError::Request);
+    let mut req = build()?;
+    let safe = request::is_safe(&parts.method) && body.is_empty();
+    let mut resent = false;
+    loop {
+        match conn.send(req).await {
+            Ok(resp) => return Ok((resp, conn)),
+            Err(SendError::Unsent(unsent)) if conn.reused => req = *unsent,
+            Err(SendError::Failed(e)) if conn.reused && safe && !resent => {
+                tracing::debug!(backend = %backend.name, error = %e, "reused connection failed; sending again");
+                resent = true;
+                req = build()?;
+            }
+            Err(SendError::Unsent(_)) => {
+                tracing::debug!(backend = %backend.name, "connection closed before the request was sent");
+                return Err(AttemptError::Backend { failure: Failure::AfterConnect { sent: false }, resent });
+            }
+            Err(SendError::Failed(e)) => {
+                tracing::debug!(backend = %backend.name, error = ?e, "upstream request failed");
+                return Err(AttemptError::Backend { failure: Failure::AfterConnect { sent: true }, resent });
+            }
+        }
+        // A refused reconnect moves the session only if nothing of this request was sent yet.
+        conn = Conn::checkout(authority, true, connect_timeout).await.map_err(|_| {
+            let failure = if resent { Failure::AfterConnect { sent: true } } else { Failure::Refused };
+            AttemptError::Backend { failure, resent }
+        })?;
+    }
+}

@@ -1,0 +1,131 @@
+//! The request side of one hop: limits checked before anything is routed, the head rewritten
+//! once for the upstream hop (host, hop-by-hop, forwarding headers), and each attempt's
+//! request built from it.
+
+use super::request_body::{RequestBody, UpstreamBody};
+use super::{headers, Proto, ProxyError, PREVIOUS_BACKEND};
+use crate::balance::Backend;
+use http::{header, request, HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use std::net::SocketAddr;
+
+/// The size of the request head as HTTP/1.1 would write it (request line, `name: value` lines).
+/// hyper bounds its read buffer, not the head, and not below 8 KiB: `max_header_bytes` is
+/// enforced exactly here.
+pub fn head_size(parts: &request::Parts) -> usize {
+    let line = parts.method.as_str().len() + parts.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    parts.headers.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4) + 2
+}
+
+/// A Content-Length above the configured limit (0 = none).
+pub fn exceeds_limit(headers: &HeaderMap, limit: u64) -> bool {
+    limit != 0
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > limit)
+}
+
+/// GET, HEAD and OPTIONS: safe to run twice (with no body).
+pub fn is_safe(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The `Host` the backend sees: an absolute-form or HTTP/2 target's authority wins; HTTP/1.1
+/// needs exactly one `Host`; HTTP/1.0 may have none (then the attempt sets the backend's).
+fn settle_host(parts: &mut request::Parts) -> Result<(), ProxyError> {
+    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    if let Some(auth) = parts.uri.authority() {
+        let v = HeaderValue::from_str(auth.as_str()).map_err(|_| ProxyError::BadRequest)?;
+        parts.headers.insert(header::HOST, v);
+        return Ok(());
+    }
+    match (parts.version, hosts) {
+        (_, 0) if parts.version <= Version::HTTP_10 => Ok(()),
+        (_, 1) => Ok(()),
+        _ => Err(ProxyError::BadRequest),
+    }
+}
+
+/// Rewrite the request head for the upstream hop (done once; each attempt clones it).
+pub fn prepare(parts: &mut request::Parts, client: SocketAddr, proto: Proto) -> Result<(), ProxyError> {
+    settle_host(parts)?;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(PREVIOUS_BACKEND);
+    headers::add_forwarded(&mut parts.headers, client, proto.as_str());
+    Ok(())
+}
+
+/// The request of one attempt: the prepared head, in origin form, and the shared body.
+pub fn attempt(
+    parts: &request::Parts,
+    body: &RequestBody,
+    backend: &Backend,
+    previous: Option<&str>,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let mut req = Request::new(body.attempt());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = origin_form(&parts.uri)?;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = parts.headers.clone();
+    if !req.headers().contains_key(header::HOST) {
+        // HTTP/1.0 without Host: the backend's own name.
+        if let Ok(v) = HeaderValue::from_str(backend.addr.authority.as_str()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    if let Some(prev) = previous {
+        if let Ok(v) = HeaderValue::from_str(prev) {
+            req.headers_mut().insert(PREVIOUS_BACKEND, v);
+        }
+    }
+    Ok(req)
+}
+
+/// The request target as an HTTP/1.1 origin server expects it (`/path?query`); HTTP/2 and
+/// absolute-form requests carry scheme and authority in the URI.
+fn origin_form(uri: &Uri) -> Result<Uri, ProxyError> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return Ok(uri.clone());
+    }
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::try_from(pq).map_err(|_| ProxyError::BadRequest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(version: Version, uri: &str, hosts: &[&str]) -> request::Parts {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn http11_needs_exactly_one_host() {
+        assert_eq!(settle_host(&mut parts(Version::HTTP_11, "/", &[])), Err(ProxyError::BadRequest));
+        assert_eq!(settle_host(&mut parts(Version::HTTP_11, "/", &["a", "b"])), Err(ProxyError::BadRequest));
+        assert_eq!(settle_host(&mut parts(Version::HTTP_11, "/", &["a"])), Ok(()));
+    }
+
+    #[test]
+    fn http10_without_host_is_forwarded() {
+        assert_eq!(settle_host(&mut parts(Version::HTTP_10, "/", &[])), Ok(()));
+    }
+
+    #[test]
+    fn absolute_form_authority_is_the_host() {
+        let mut p = parts(Version::HTTP_11, "http://a.example/x", &["b.example"]);
+        settle_host(&mut p).unwrap();
+        assert_eq!(p.headers.get_all(header::HOST).iter().collect::<Vec<_>>(), ["a.example"]);
+        assert_eq!(origin_form(&p.uri).unwrap(), "/x");
+    }
+
+    #[test]
+    fn only_get_head_and_options_are_safe() {
+        assert!(is_safe(&Method::GET) && is_safe(&Method::HEAD) && is_safe(&Method::OPTIONS));
+        assert!(!is_safe(&Method::POST) && !is_safe(&Method::PUT) && !is_safe(&Method::DELETE));
+    }
+}

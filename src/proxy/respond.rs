@@ -1,0 +1,53 @@
+//! The client's response: hop-by-hop headers out, what the router learned in (a `Set-Cookie`
+//! naming the session's backend), the debug header, counters; a 101 to an upgrade request
+//! becomes a tunnel.
+
+use super::response_body::{Lease, ResponseBody};
+use super::tunnel::UpgradeRequest;
+use super::{headers, ClientConn, ProxyError, BACKEND_HEADER};
+use crate::sticky::{Plan, Router};
+use http::{header, HeaderValue, Response};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+pub async fn respond(
+    router: &Router<'_>,
+    (resp, lease): (Response<Incoming>, Lease),
+    plan: &Plan,
+    upgrade: Option<UpgradeRequest>,
+    conn: &ClientConn,
+) -> Response<ResponseBody> {
+    let backend = lease.guard.backend().clone();
+    let (mut parts, body) = resp.into_parts();
+    let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let protocol = if switched { parts.headers.get(header::UPGRADE).cloned() } else { None };
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(cookie) = router.learn(plan, &parts.headers).await {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    if router.snap.config.log.debug_headers {
+        if let Ok(v) = HeaderValue::from_str(&backend.name) {
+            parts.headers.insert(BACKEND_HEADER, v);
+        }
+    }
+    if switched {
+        let backend_side = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let Some((upgrade, backend_side)) = upgrade.zip(backend_side) else {
+            tracing::debug!(backend = %backend.name, "backend switched protocols unasked");
+            backend.responses.count(ProxyError::Upstream.status().as_u16());
+            return ProxyError::Upstream.response();
+        };
+        backend.responses.count(parts.status.as_u16());
+        upgrade.tunnel(&mut parts.headers, protocol, backend_side, lease, conn.take_permit());
+        return Response::from_parts(parts, ResponseBody::Text(None));
+    }
+    backend.responses.count(parts.status.as_u16());
+    let lease = if body.is_end_stream() {
+        // Nothing to stream (HEAD, 204, 304, empty): the connection is free now.
+        lease.release();
+        None
+    } else {
+        Some(lease)
+    };
+    Response::from_parts(parts, ResponseBody::Upstream(body, lease))
+}

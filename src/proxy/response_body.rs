@@ -1,0 +1,83 @@
+//! Response bodies: the backend's, streamed to the client while they hold the backend's
+//! in-flight count and connection ([`Lease`]), or a short text of our own.
+
+use super::upstream::Conn;
+use crate::balance::InFlight;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// A response body: the backend's, streamed, or a short text of our own.
+pub enum ResponseBody {
+    /// The backend's body, and what it holds until it has been read to the end.
+    Upstream(Incoming, Option<Lease>),
+    Text(Option<Bytes>),
+}
+
+/// What a backend's response holds while its body streams: the in-flight count of the
+/// request, and the connection, which goes back to the pool only after a complete body.
+pub struct Lease {
+    pub guard: InFlight,
+    pub conn: Conn,
+}
+
+impl Lease {
+    /// The body was read to its end: the connection can carry the next request.
+    pub fn release(self) {
+        self.conn.release(&self.guard.backend().addr.authority);
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseBody::Upstream(b, _) => f.debug_tuple("Upstream").field(b).finish(),
+            ResponseBody::Text(t) => f.debug_tuple("Text").field(t).finish(),
+        }
+    }
+}
+
+impl ResponseBody {
+    pub fn text(s: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Text(Some(s.into()))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(b, lease) => {
+                let r = Pin::new(&mut *b).poll_frame(cx);
+                match &r {
+                    // hyper stops polling once `is_end_stream` says so: release after the last frame.
+                    Poll::Ready(None) => lease.take().map_or((), Lease::release),
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => lease.take().map_or((), Lease::release),
+                    // The connection is closed with the lease: it cannot carry another request.
+                    Poll::Ready(Some(Err(_))) => drop(lease.take()),
+                    _ => {}
+                }
+                r
+            }
+            ResponseBody::Text(t) => Poll::Ready(t.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(b, _) => b.is_end_stream(),
+            ResponseBody::Text(t) => t.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(b, _) => b.size_hint(),
+            ResponseBody::Text(t) => SizeHint::with_exact(t.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+// Router tests over the memory store, without sockets: filled in below.
