@@ -428,3 +428,30 @@ async fn a_snapshot_keeps_sessions_across_a_restart() {
         assert_eq!(&served_by(u, &second, &format!("/again/{i}")).await, backend, "session {i} after the restart");
     }
 }
+
+/// Sessions born on one instance while Redis is down are routed the same by the other one,
+/// by the backend their cookie names: during the outage, and on their first request after
+/// Redis is back (issue 11: 11/20 and 16/20 went elsewhere before the cookie carried its route).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_born_during_an_outage_agree_across_instances_by_their_cookie() {
+    let mut redis = RedisServer::start().await;
+    let bs = three().await;
+    let a = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
+    let b = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
+    // B's round robin one step ahead of A's: choosing on its own, B would disagree.
+    served_by(&User::new(), &b, "/skew").await;
+    redis.kill();
+    let born = sessions(&a, 20).await;
+    for round in 0..3 {
+        for (i, (u, backend)) in by_backend(&born).into_iter().enumerate() {
+            assert_eq!(&served_by(u, &b, &format!("/outage/{round}/{i}")).await, backend, "B during the outage, {i}");
+        }
+    }
+    redis.restart().await;
+    wait_reconnected(&b).await;
+    wait_reconnected(&a).await;
+    for (i, (u, backend)) in by_backend(&born).into_iter().enumerate() {
+        assert_eq!(&served_by(u, &b, &format!("/back/{i}")).await, backend, "B's first request after the outage, {i}");
+        assert_eq!(&served_by(u, &a, &format!("/back/{i}")).await, backend, "A after the outage, {i}");
+    }
+}
