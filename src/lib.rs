@@ -99,7 +99,7 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: Shutdown) -> Resu
     let extra_workers = spawn_workers(workers - 1, &shared, &shutdown, &permits, &addrs)?;
     let admin = match admin_addr {
         Some(addr) => {
-            let listener = listen::bind(addr)
+            let listener = listen::bind_exclusive(addr)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on admin address {addr}: {e}")))?;
             let bound = listener.local_addr()?;
             if !bound.ip().is_loopback() && shared.snapshot().config.admin.token.is_empty() {

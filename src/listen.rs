@@ -35,6 +35,26 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// Bind `addr` for the first time in this process: fails (`AddrInUse`) when another socket
+/// already listens there. SO_REUSEPORT would otherwise let a second balancer started on the
+/// same port share it silently and take part of the connections; a plain bind (without
+/// SO_REUSEPORT) is refused by the kernel while anything listens on the address, so it finds
+/// out before the real, shareable socket is made.
+pub fn bind_exclusive(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if addr.port() != 0 {
+        let probe = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        probe.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            probe.set_only_v6(true)?;
+        }
+        probe.bind(&addr.into()).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse { "address already in use" } else { "cannot bind" };
+            std::io::Error::new(e.kind(), format!("{why} (is another stickylb or server running on {addr}?): {e}"))
+        })?;
+    }
+    bind(addr)
+}
+
 /// Bind the addresses of `wanted` that are not in `bound` (for a reload, before it swaps the
 /// config). On error, the address that failed; the sockets bound so far are closed.
 pub fn bind_new(
@@ -44,6 +64,6 @@ pub fn bind_new(
     wanted
         .iter()
         .filter(|a| !bound.contains(a))
-        .map(|&addr| bind(addr).map(|l| (addr, l)).map_err(|e| (addr, e)))
+        .map(|&addr| bind_exclusive(addr).map(|l| (addr, l)).map_err(|e| (addr, e)))
         .collect()
 }

@@ -7,7 +7,7 @@
 //! ones are bound; unchanged ones keep their sockets. With `[server.tls]` every accepted
 //! connection first completes a TLS handshake (bounded by `header_read_timeout`).
 
-use crate::listen::{accept, bind};
+use crate::listen::{accept, bind, bind_exclusive};
 use crate::proxy::{self, ClientConn, Proto};
 use crate::shutdown::{Shutdown, Trigger};
 use crate::state::Shared;
@@ -23,6 +23,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+/// Header lines a request or a backend response may have (hyper's default is 100): a head
+/// within `max_header_bytes` must not be refused for its number of lines (SPEC: >= 500).
+pub const MAX_HEADER_LINES: usize = 1000;
+
 /// The HTTP/1.1 + h2c connection builder for client connections.
 fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     let cfg = &shared.snapshot().config.server;
@@ -33,6 +37,8 @@ fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
+        // A head within max_header_bytes is never refused for its number of lines.
+        .max_headers(MAX_HEADER_LINES)
         // Room above the limit, so that a head a little too large reaches the proxy's exact
         // check and gets a 431 with a text body; hyper answers a bare 431 beyond this.
         .max_buf_size(cfg.max_header_bytes.saturating_mul(2).max(8192))
@@ -70,8 +76,8 @@ impl Server {
         let max_connections = shared.snapshot().config.server.max_connections;
         let mut server = Server { shared, primary, permits, max_connections, shutdown, loops: HashMap::new() };
         for &addr in addrs {
-            let listener =
-                bind(addr).map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let bound = if primary { bind_exclusive(addr) } else { bind(addr) };
+            let listener = bound.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             let bound = listener.local_addr()?;
             server.start(bound, listener);
         }

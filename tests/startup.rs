@@ -1,0 +1,124 @@
+//! Startup and limits from the outside (SPEC "Hostile input, limits and startup"): a listen
+//! address another process holds, and header lines far beyond hyper's default of 100.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_balancer_on_a_held_port_exits_1_naming_the_address() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let first = balancer(&[&bs[0]]).set("server.threads", 2).start().await;
+    let config = balancer(&[&bs[0]]).render(first.port, free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("second.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let dl = Deadline::after(secs(10));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if dl.expired() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the second balancer kept running on a port the first one holds");
+        }
+        sleep_ms(50).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{}", first.port)), "names the address: {stderr}");
+    // The first one still has its port to itself.
+    for _ in 0..20 {
+        assert_eq!(User::new().get(&first.url("/")).await.status, 200);
+    }
+}
+
+/// A raw HTTP/1.1 exchange (the request asks to close): everything the balancer answered.
+async fn raw_head(port: u16, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(secs(5), s.read_to_end(&mut out)).await.expect("an answer").unwrap();
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// The status line of a raw exchange.
+async fn status_line(port: u16, request: &[u8]) -> String {
+    raw_head(port, request).await.lines().next().unwrap_or("").to_string()
+}
+
+/// A raw backend that answers every request with 200 and as many header lines of its own as
+/// the request had (so both directions carry them), then closes.
+async fn mirror_backend() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut have = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                while !have.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => have.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let lines = String::from_utf8_lossy(&have).lines().filter(|l| l.starts_with("x-h")).count();
+                let mut resp = format!("HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-request-lines: {lines}\r\n");
+                for i in 0..lines {
+                    resp.push_str(&format!("x-r{i}: {i}\r\n"));
+                }
+                resp.push_str("connection: close\r\n\r\n");
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_short_header_lines_are_forwarded_both_ways() {
+    let port = mirror_backend().await;
+    let lb =
+        balancer(&[]).backend_at("mirror", &format!("127.0.0.1:{port}")).set("health.enabled", false).start().await;
+    let mut req = String::from("GET /many HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..500 {
+        req.push_str(&format!("x-h{i}: {i}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    let head = raw_head(lb.port, req.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("x-request-lines: 500"), "all 500 lines reached the backend");
+    assert!(head.contains("x-r499: 499"), "and its 500 came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_rules_http11_needs_one_host_http10_may_have_none() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let lb = balancer(&[&bs[0]]).start().await;
+    let none = status_line(lb.port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(none.starts_with("HTTP/1.1 400"), "{none}");
+    let two = status_line(lb.port, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").await;
+    assert!(two.starts_with("HTTP/1.1 400"), "{two}");
+    let old = status_line(lb.port, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(old.contains(" 200 "), "{old}");
+    let seen = bs[0].last_seen().expect("forwarded");
+    assert_eq!(seen.header("host"), Some(bs[0].address()), "HTTP/1.0 gets the backend's host:port");
+    let absolute =
+        status_line(lb.port, b"GET http://a.example/abs HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n")
+            .await;
+    assert!(absolute.contains(" 200 "), "{absolute}");
+    let seen = bs[0].last_seen().expect("forwarded");
+    assert_eq!(seen.header("host").as_deref(), Some("a.example"), "the absolute form's authority wins");
+    assert_eq!(seen.path, "/abs");
+}
