@@ -133,6 +133,11 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
     let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
     let resource = Resource::parse(req.uri().path());
     let open = resource.as_ref().is_some_and(Resource::is_open);
+    if shared.snapshot().config.admin.token.is_empty() && !host_allowed(req.headers().get(header::HOST)) {
+        // Without a token, a page on another site must not reach the API through DNS
+        // rebinding (its name resolving to this address): only IP literals and localhost.
+        return error(StatusCode::FORBIDDEN, "admin API: Host must be an IP address or localhost");
+    }
     if !open && !authorized(shared, &req) {
         return reply::unauthorized();
     }
@@ -198,6 +203,23 @@ pub fn constant_time_eq(given: &[u8], secret: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// A `Host` the admin API answers without a token: an IP literal (v4, or v6 in brackets) or
+/// `localhost`, with any port; no `Host` at all (HTTP/1.0 tools) too.
+fn host_allowed(host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host else { return true };
+    let Ok(host) = host.to_str() else { return false };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, rest)) if rest.is_empty() || rest.starts_with(':') => {
+                return ip.parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 /// A browser-sent `Origin` that is not this listener's own (`http://` + `Host`). Clients
 /// that send no `Origin` (curl, scripts) are not browsers acting for another site.
 fn is_cross_origin(req: &Request<Incoming>) -> bool {
@@ -210,6 +232,21 @@ fn is_cross_origin(req: &Request<Incoming>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rebinding_defence_allows_ip_literals_and_localhost_only() {
+        let ok = |h: &str| host_allowed(Some(&HeaderValue::from_str(h).unwrap()));
+        for good in ["127.0.0.1:9090", "127.0.0.1", "10.1.2.3:80", "[::1]:9090", "[::1]", "localhost:9090", "LOCALHOST"]
+        {
+            assert!(ok(good), "{good}");
+        }
+        for bad in
+            ["evil.example:9090", "evil.example", "127.0.0.1.evil.example", "[::1", "[::1]x", "localhost.evil:1", ""]
+        {
+            assert!(!ok(bad), "{bad}");
+        }
+        assert!(host_allowed(None));
+    }
     use crate::config::AdminState;
 
     #[test]

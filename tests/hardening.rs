@@ -1,5 +1,5 @@
-//! Startup and limits from the outside (SPEC "Hostile input, limits and startup"): a listen
-//! address another process holds, and header lines far beyond hyper's default of 100.
+//! Hardening from the outside (SPEC "Hostile input, limits and startup"): a listen address
+//! another process holds, header lines beyond hyper's default of 100, Host rules, DNS rebinding.
 
 mod common;
 
@@ -121,4 +121,28 @@ async fn host_rules_http11_needs_one_host_http10_may_have_none() {
     let seen = bs[0].last_seen().expect("forwarded");
     assert_eq!(seen.header("host").as_deref(), Some("a.example"), "the absolute form's authority wins");
     assert_eq!(seen.path, "/abs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_admin_api_refuses_foreign_host_names() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let lb = balancer(&[&bs[0]]).start().await;
+    let admin = lb.admin_url("/api/backends/app1/maint");
+    let c = plain_client();
+    let rebound = c
+        .post(&admin)
+        .header("Host", "evil.example:9090")
+        .header("Origin", "http://evil.example:9090")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status().as_u16(), 403);
+    let reload = c.post(lb.admin_url("/api/reload")).header("Host", "evil.example").send().await.unwrap();
+    assert_eq!(reload.status().as_u16(), 403);
+    assert_eq!(lb.backend("app1").await["state"], "active", "nothing changed");
+    for host in ["localhost:9090", "127.0.0.1"] {
+        let r = c.get(lb.admin_url("/api/backends")).header("Host", host).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{host}");
+    }
+    assert_eq!(lb.admin_post("/api/backends/app1/drain").await, 200, "the usual client still works");
 }
