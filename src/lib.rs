@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod slots;
 pub mod state;
 pub mod sticky;
 pub mod store;
@@ -92,11 +93,11 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: Shutdown) -> Resu
     // Before the first request: restore the snapshot / start listening to other instances.
     shared.store.start(&shared.snapshot().pool, shutdown.clone());
     let workers = shared.snapshot().config.server.workers();
-    let permits = shared.permits.clone();
+    let slots = shared.slots.clone();
     let listen = shared.snapshot().config.server.listen.clone();
-    let server = server::Server::bind(shared.clone(), shutdown.clone(), permits.clone(), &listen, true)?;
+    let server = server::Server::bind(shared.clone(), shutdown.clone(), slots.clone(), &listen, true)?;
     let addrs = server.local_addrs();
-    let extra_workers = spawn_workers(workers - 1, &shared, &shutdown, &permits, &addrs)?;
+    let extra_workers = spawn_workers(workers - 1, &shared, &shutdown, &slots, &addrs)?;
     let admin = match admin_addr {
         Some(addr) => {
             let listener = listen::bind_exclusive(addr)
@@ -145,12 +146,12 @@ fn spawn_workers(
     n: usize,
     shared: &Arc<Shared>,
     shutdown: &Shutdown,
-    permits: &Arc<tokio::sync::Semaphore>,
+    slots: &Arc<slots::Slots>,
     addrs: &[SocketAddr],
 ) -> Result<Vec<std::thread::JoinHandle<()>>, RunError> {
     let mut threads = Vec::with_capacity(n);
     for i in 1..=n {
-        let (shared, shutdown, permits, addrs) = (shared.clone(), shutdown.clone(), permits.clone(), addrs.to_vec());
+        let (shared, shutdown, slots, addrs) = (shared.clone(), shutdown.clone(), slots.clone(), addrs.to_vec());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name(format!("stickylb-worker-{i}")).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -158,7 +159,7 @@ fn spawn_workers(
                 Err(e) => return drop(ready_tx.send(Err(e))),
             };
             runtime.block_on(async move {
-                match server::Server::bind(shared, shutdown, permits, &addrs, false) {
+                match server::Server::bind(shared, shutdown, slots, &addrs, false) {
                     Ok(server) => {
                         let _ = ready_tx.send(Ok(()));
                         server.run().await;

@@ -1,15 +1,17 @@
 //! Listeners, the accept loop, the connection limit and graceful shutdown.
 //!
-//! Each listen address has its own accept task. A semaphore with `max_connections` permits
-//! caps open client connections (at the limit an accepted connection waits for a slot and its
-//! accept loop takes no more, as HAProxy's maxconn does) and doubles as the drain counter at
-//! shutdown: when all permits are back, every connection has finished. On reload, addresses that left the config stop accepting and new
-//! ones are bound; unchanged ones keep their sockets. With `[server.tls]` every accepted
+//! Each listen address has its own accept task. The connection slots ([`crate::slots`]) cap
+//! open client connections: at the limit an accepted connection evicts the oldest one that has
+//! not sent a request head yet, or waits for a slot (its accept loop takes no more meanwhile,
+//! as HAProxy's maxconn does); at shutdown they are the drain counter. On reload, addresses
+//! that left the config stop accepting and new ones are bound; unchanged ones keep their
+//! sockets. With `[server.tls]` every accepted
 //! connection first completes a TLS handshake (bounded by `header_read_timeout`).
 
 use crate::listen::{accept, bind, bind_exclusive};
 use crate::proxy::{self, ClientConn, Proto};
 use crate::shutdown::{Shutdown, Trigger};
+use crate::slots::Slots;
 use crate::state::Shared;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,9 +20,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// Header lines a request or a backend response may have (hyper's default is 100): a head
@@ -57,24 +57,22 @@ pub struct Server {
     shared: Arc<Shared>,
     /// The primary worker adopts the sockets a reload bound; the others bind their own.
     primary: bool,
-    permits: Arc<Semaphore>,
-    max_connections: usize,
+    slots: Arc<Slots>,
     shutdown: Shutdown,
     loops: HashMap<SocketAddr, (Trigger, JoinHandle<()>)>,
 }
 
 impl Server {
-    /// Bind `addrs` (an error if any cannot be bound). `permits` is the process-wide
-    /// connection limit shared by all workers.
+    /// Bind `addrs` (an error if any cannot be bound). `slots` is the process-wide connection
+    /// limit shared by all workers.
     pub fn bind(
         shared: Arc<Shared>,
         shutdown: Shutdown,
-        permits: Arc<Semaphore>,
+        slots: Arc<Slots>,
         addrs: &[SocketAddr],
         primary: bool,
     ) -> std::io::Result<Server> {
-        let max_connections = shared.snapshot().config.server.max_connections;
-        let mut server = Server { shared, primary, permits, max_connections, shutdown, loops: HashMap::new() };
+        let mut server = Server { shared, primary, slots, shutdown, loops: HashMap::new() };
         for &addr in addrs {
             let bound = if primary { bind_exclusive(addr) } else { bind(addr) };
             let listener = bound.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -97,7 +95,7 @@ impl Server {
         let task = tokio::spawn(accept_loop(
             listener,
             self.shared.clone(),
-            self.permits.clone(),
+            self.slots.clone(),
             stop_rx,
             self.shutdown.clone(),
         ));
@@ -123,7 +121,19 @@ impl Server {
             let _ = task.await;
         }
         let timeout = self.shared.snapshot().config.server.shutdown_timeout;
-        drain(&self.permits, self.max_connections, timeout).await;
+        // Every worker waits for the drain (its runtime carries its connections); one logs.
+        let open = self.shared.metrics.active_connections.load(std::sync::atomic::Ordering::Relaxed);
+        if self.primary && open > 0 {
+            tracing::info!(open, "waiting for open connections to finish");
+        }
+        let drained = self.slots.drain(timeout).await;
+        if self.primary {
+            if drained {
+                tracing::info!("all connections finished");
+            } else {
+                tracing::warn!("shutdown timeout reached; closing remaining connections");
+            }
+        }
     }
 
     fn rebind(&mut self) {
@@ -151,22 +161,10 @@ impl Server {
     }
 }
 
-/// Wait until every connection has finished, at most `timeout`.
-async fn drain(permits: &Semaphore, max: usize, timeout: Duration) {
-    let open = max - permits.available_permits();
-    if open > 0 {
-        tracing::info!(open, "waiting for open connections to finish");
-    }
-    match tokio::time::timeout(timeout, permits.acquire_many(max as u32)).await {
-        Ok(_) => tracing::info!("all connections finished"),
-        Err(_) => tracing::warn!("shutdown timeout reached; closing remaining connections"),
-    }
-}
-
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
+    slots: Arc<Slots>,
     mut stop: Shutdown,
     shutdown: Shutdown,
 ) {
@@ -179,35 +177,60 @@ async fn accept_loop(
             _ = stop.wait() => return,
             c = accept(&listener, "client") => match c { Some(c) => c, None => continue },
         };
-        let permit = tokio::select! {
+        let held = tokio::select! {
             _ = stop.wait() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            held = slots.acquire() => match held { Some(h) => h, None => return },
         };
         let shared = shared.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let slot = held.conn.clone();
+        let serve = async move {
             let _ = stream.set_nodelay(true);
             let tls = shared.snapshot().config.server.tls.as_ref().and_then(|t| t.server_config.clone());
             match tls {
                 None => {
-                    let conn = ClientConn::new(peer, Proto::Http, permit);
+                    let conn = ClientConn::new(peer, Proto::Http, held);
                     serve_connection(stream, conn, shared, &builder, shutdown).await;
                 }
                 Some(config) => {
                     let timeout = shared.snapshot().config.server.header_read_timeout;
                     if let Some(stream) = crate::tls::accept(config, stream, timeout).await {
-                        let conn = ClientConn::new(peer, Proto::Https, permit);
+                        let conn = ClientConn::new(peer, Proto::Https, held);
                         serve_connection(stream, conn, shared, &builder, shutdown).await;
                     }
                 }
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                () = serve => {}
+                // At the limit, a connection that never sent a request head makes room: it is
+                // dropped (closed), which gives its slot back.
+                () = slot.evicted() => tracing::debug!(%peer, "connection without a request closed to make room"),
             }
         });
     }
 }
 
-/// Serve one client connection. Its permit (in `conn`) is given back when the connection
-/// ends, unless an upgrade handed it to a tunnel.
+/// Counts an open client connection in the metrics while it lives (also when it is dropped).
+struct Counted(Arc<Shared>);
+
+impl Counted {
+    fn new(shared: Arc<Shared>) -> Counted {
+        shared.metrics.active_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(shared)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.metrics.active_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Serve one client connection. Its slot (in `conn`) is given back when the connection ends,
+/// unless an upgrade handed it to a tunnel.
 async fn serve_connection<I>(
     stream: I,
     conn: ClientConn,
@@ -217,11 +240,11 @@ async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let metrics_shared = shared.clone();
-    metrics_shared.metrics.active_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _counted = Counted::new(shared.clone());
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let conn = conn.clone();
+        conn.slot.started();
         async move { Ok::<_, Infallible>(proxy::handle(shared, req, conn).await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -233,7 +256,6 @@ async fn serve_connection<I>(
             log_conn_error(conn.await);
         }
     }
-    metrics_shared.metrics.active_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn log_conn_error(r: Result<(), Box<dyn std::error::Error + Send + Sync>>) {

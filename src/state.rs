@@ -45,16 +45,16 @@ pub struct Shared {
     /// Sockets a reload bound for new listen addresses, until the server's accept loops take
     /// them. Binding before the swap makes a reload whose address cannot be bound fail whole.
     fresh_listeners: Mutex<Vec<(SocketAddr, TcpListener)>>,
-    /// `server.max_connections` permits, one per open client connection (an upgraded one,
+    /// `server.max_connections` slots, one per open client connection (an upgraded one,
     /// now a tunnel, included); shutdown drains by taking them all back.
-    pub permits: Arc<tokio::sync::Semaphore>,
+    pub slots: Arc<crate::slots::Slots>,
 }
 
 impl Shared {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
         let metrics = Arc::new(Metrics::default());
         let store = Store::from_config(&config, metrics.clone());
-        let permits = Arc::new(tokio::sync::Semaphore::new(config.server.max_connections));
+        let slots = crate::slots::Slots::new(config.server.max_connections);
         let snapshot = Snapshot::new(config, None);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -64,7 +64,7 @@ impl Shared {
             reloaded: watch::channel(0).0,
             reloading: Mutex::new(()),
             fresh_listeners: Mutex::new(Vec::new()),
-            permits,
+            slots,
         })
     }
 

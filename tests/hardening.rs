@@ -146,3 +146,46 @@ async fn without_a_token_the_admin_api_refuses_foreign_host_names() {
     }
     assert_eq!(lb.admin_post("/api/backends/app1/drain").await, 200, "the usual client still works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_holding_every_slot_do_not_keep_a_normal_client_waiting() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let lb = balancer(&[&bs[0]]).set("server.max_connections", 20).set("server.threads", 2).start().await;
+    // 40 clients that open a connection and send half a request head, then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", lb.port)).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: ").await.unwrap();
+        slow.push(s);
+    }
+    sleep_ms(100).await;
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let r =
+            tokio::time::timeout(secs(3), User::new().get(&lb.url(&format!("/normal/{i}")))).await.expect("answered");
+        assert_eq!(r.status, 200);
+        assert!(started.elapsed() < ms(1000), "request {i} took {:?}", started.elapsed());
+    }
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_two_workers_logs_the_real_number_of_open_connections() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let mut lb = balancer(&[&bs[0]]).set("server.threads", 2).start().await;
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        let url = lb.url("/slow?ms=800");
+        pending.push(tokio::spawn(async move { User::new().get(&url).await.status }));
+    }
+    assert!(bs[0].wait_inflight(2, secs(5)).await);
+    lb.signal("TERM");
+    lb.wait_exit(secs(10)).await.expect("exits");
+    for p in pending {
+        assert_eq!(p.await.unwrap(), 200, "in-flight requests finish");
+    }
+    let log = lb.log_tail(100);
+    let line = log.lines().find(|l| l.contains("waiting for open connections")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("open=2"), "{line}");
+    assert_eq!(log.matches("waiting for open connections").count(), 1, "logged once\n{log}");
+}

@@ -76,7 +76,8 @@ async fn invented_learn_ids_create_no_pins_and_evict_nobody() {
     let lb = balancer(&refs(&bs))
         .set("session.mode", "learn")
         .set("session.cookie", "JSESSIONID")
-        .set("session.max_entries", 50)
+        // The sharded table bounds each shard: far above the 20 sessions, far below the flood.
+        .set("session.max_entries", 1000)
         .set("log.access_log", false)
         .start()
         .await;
@@ -88,7 +89,7 @@ async fn invented_learn_ids_create_no_pins_and_evict_nobody() {
     }
     assert_eq!(lb.total_sessions().await, 20);
     let c = plain_client();
-    for i in 0..1_000 {
+    for i in 0..2_000 {
         let r = get_with(&c, &lb.url("/x"), &[("Cookie", &format!("JSESSIONID=invented-{i}"))]).await;
         assert_eq!(r.status, 200);
     }

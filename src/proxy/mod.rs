@@ -20,6 +20,7 @@ pub use error::ProxyError;
 pub use request_body::{RequestBody, UpstreamBody};
 pub use response_body::{Lease, ResponseBody};
 
+use crate::slots::{Conn as SlotConn, Held};
 use crate::state::{Shared, Snapshot};
 use crate::sticky::decide::Failure;
 use crate::sticky::{Answer, NoBackend, RequestFacts, Router};
@@ -29,7 +30,6 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::OwnedSemaphorePermit;
 use tunnel::UpgradeRequest;
 
 /// Names the backend a session was moved away from.
@@ -58,18 +58,21 @@ impl Proto {
 pub struct ClientConn {
     pub peer: SocketAddr,
     pub proto: Proto,
-    /// The connection's `max_connections` permit; an upgrade takes it for its tunnel.
-    permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
+    /// The connection's `max_connections` slot; an upgrade takes it for its tunnel.
+    held: Arc<std::sync::Mutex<Option<Held>>>,
+    /// The slot's flag that a request started (the connection is then never evicted).
+    pub slot: Arc<SlotConn>,
 }
 
 impl ClientConn {
-    pub fn new(peer: SocketAddr, proto: Proto, permit: OwnedSemaphorePermit) -> ClientConn {
-        ClientConn { peer, proto, permit: Arc::new(std::sync::Mutex::new(Some(permit))) }
+    pub fn new(peer: SocketAddr, proto: Proto, held: Held) -> ClientConn {
+        let slot = held.conn.clone();
+        ClientConn { peer, proto, held: Arc::new(std::sync::Mutex::new(Some(held))), slot }
     }
 
-    /// Take the connection's permit, to outlive the connection (an upgraded one).
-    fn take_permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// Take the connection's slot, to outlive the connection (an upgraded one).
+    fn take_slot(&self) -> Option<Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 

@@ -38,7 +38,7 @@ pub async fn respond(
             return ProxyError::Upstream.response();
         };
         backend.responses.count(parts.status.as_u16());
-        upgrade.tunnel(&mut parts.headers, protocol, backend_side, lease, conn.take_permit());
+        upgrade.tunnel(&mut parts.headers, protocol, backend_side, lease, conn.take_slot());
         return Response::from_parts(parts, ResponseBody::Text(None));
     }
     backend.responses.count(parts.status.as_u16());

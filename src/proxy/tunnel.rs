@@ -12,7 +12,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// What an upgrade request needs later: the protocol it asked for and the client's side of
 /// the connection, available once the client has been answered with 101.
@@ -41,7 +40,7 @@ impl UpgradeRequest {
 
     /// The backend switched protocols (to `protocol`, from its 101): give the client's 101 its
     /// upgrade headers back and join the two connections in a task that ends when either side
-    /// closes. The tunnel keeps the client connection's `max_connections` permit, so it counts
+    /// closes. The tunnel keeps the client connection's `max_connections` slot, so it counts
     /// toward the limit and a graceful shutdown waits for it up to `shutdown_timeout`.
     pub fn tunnel(
         self,
@@ -49,7 +48,7 @@ impl UpgradeRequest {
         protocol: Option<HeaderValue>,
         backend: OnUpgrade,
         lease: Lease,
-        permit: Option<OwnedSemaphorePermit>,
+        slot: Option<crate::slots::Held>,
     ) {
         let protocol = protocol.unwrap_or_else(|| self.protocol.clone());
         client_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -63,7 +62,7 @@ impl UpgradeRequest {
                     return;
                 }
             };
-            let _permit = permit;
+            let _slot = slot;
             let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
             match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
                 Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
