@@ -51,6 +51,8 @@ fn cookie(c: &mut Criterion) {
             policy.extract(black_box(&mut h), &uri)
         })
     });
+    g.bench_function("sign_id_only", |b| b.iter(|| codec.signed_value(black_box(&value[44..]))));
+    g.bench_function("sign_with_route", |b| b.iter(|| codec.signed_route_value(black_box(&value[44..]), &route)));
     g.bench_function("sign_new_session", |b| b.iter(|| codec.set_cookie(&CookieCodec::new_id(), &route)));
     g.finish();
 }

@@ -3,23 +3,39 @@
 //! A layer-7 reverse-proxy load balancer with sticky sessions for stateful web applications.
 //!
 //! ## The map of the house
+//! Each top-level module owns one concept; none imports another in a cycle (the order below
+//! goes from the modules that import nothing of the crate to those that use the others).
+//! - [`clock`], [`shutdown`], [`slots`], [`listen`], [`tls`]: small leaves — the process
+//!   clock, the shutdown signal every task takes, the `max_connections` slots (and eviction of
+//!   connections that never sent a request), listening sockets, HTTPS termination.
 //! - [`config`]: the TOML file -> typed, validated [`config::Config`] (once; the hot path never
 //!   reads raw config).
-//! - [`state`]: the shared state: an immutable [`state::Snapshot`] swapped atomically on
-//!   reload, the affinity store, the metrics.
-//! - [`server`]: listeners, connection limit, graceful shutdown; [`tls`]: HTTPS termination.
-//! - [`proxy`]: the per-request service: headers, forwarding, retries, errors -> status.
-//! - [`session`]: finding the session key (insert / learn / header) and the sticky decision.
+//! - [`metrics`]: the counters the hot path bumps (plain atomics).
+//! - [`health`]: a backend's health (active probes, passive ejection, thresholds, slow start,
+//!   transition logs) — one home.
+//! - [`balance`]: a backend's identity and admin state, the [`balance::Pool`] of one snapshot,
+//!   and one file per selection algorithm.
+//! - [`session`]: finding the session key (insert cookie with its signed route, learn, header)
+//!   and the insert cookie itself. Decides nothing.
 //! - [`store`]: the node affinity table (session -> backend), in memory or in Redis.
-//! - [`balance`]: backends' run-time state and the selection algorithms.
-//! - [`health`]: active probes (passive ejection is counted in [`balance::Backend`]).
-//! - [`admin`] and [`metrics`]: the operator's API, status page and Prometheus metrics.
+//! - [`state`]: the shared state: an immutable [`state::Snapshot`] (config, pool, session
+//!   policy) swapped atomically on reload, the store, the metrics, the slots.
+//! - [`sticky`]: the sticky router — where a request goes (`plan`), what follows a failed
+//!   attempt (`replan`), what a response teaches (`learn`); pure decisions with a unit test per
+//!   case. The only caller of the store on the request path.
+//! - [`proxy`]: the per-request service that applies the router's plans: headers, limits,
+//!   forwarding over a per-worker pool, errors -> status, upgrades.
+//! - [`server`]: the accept loops and graceful shutdown of the client listeners.
+//! - [`admin`]: the operator's API, status page and Prometheus exposition.
+//! - [`demo`](mod@demo), [`logging`]: `stickylb demo`, log setup. This file wires them together.
 //!
 //! ## One request
-//! accept -> limits/timeouts -> session key -> store lookup -> pinned backend serves?
-//! use it : balance among those that take new sessions (and pin) -> forward over the pool ->
-//! on a refused connection, reassign and retry -> `Set-Cookie` only if new -> metrics and
-//! access log.
+//! `server` accepts (a slot from `slots`) -> `proxy::handle`: limits (head size, body size,
+//! Host rules) -> `session` finds the key (and the cookie's route) -> `sticky::Router::plan`
+//! (table pin, else the cookie's route, else balance; pin) -> `proxy` forwards on a pooled
+//! connection -> on a failure `Router::replan` (same backend once more, move, or answer) ->
+//! `Router::learn` (pins a backend-issued id; the `Set-Cookie` naming the backend when the
+//! client's cookie does not) -> metrics and access log.
 
 pub mod admin;
 pub mod balance;

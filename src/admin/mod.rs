@@ -3,7 +3,7 @@
 //!
 //! It owns no state: it reads the snapshot, the store and the metrics, and writes only a
 //! backend's admin state (an atomic in `balance::Backend`), pins, and (through reload) the
-//! snapshot. Routing and access control live here; the handlers are in [`api`].
+//! snapshot. Routing and access control live here; the handlers are in `api`.
 //!
 //! Access: with `admin.token` set, every path but `/healthz` and the status page's static
 //! shell (`/`, which holds no data and reads the token from its URL fragment) needs

@@ -1,7 +1,7 @@
 //! The per-request service: the request as a straight line.
 //!
-//! [`handle`]: limits -> session key -> [`Router::plan`] -> [`forward`] (and
-//! [`Router::replan`] on a failure) -> [`respond`] (with [`Router::learn`]) -> metrics and
+//! [`handle`]: limits -> session key -> [`Router::plan`] -> `forward` (and
+//! [`Router::replan`] on a failure) -> `respond` (with [`Router::learn`]) -> metrics and
 //! access log. Where a request goes is the sticky router's decision (`sticky`); this module
 //! only applies it, and never touches the store. Errors become plain-text responses through
 //! [`ProxyError`].

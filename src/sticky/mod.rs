@@ -9,7 +9,7 @@
 //! application's session id in learn/header mode (only ids a backend issued are pinned), and
 //! the `Set-Cookie` naming the session's backend in insert mode.
 //!
-//! It is the only caller of the store on the request path (through [`pins`]); the proxy only
+//! It is the only caller of the store on the request path (through `pins`); the proxy only
 //! applies its plans. It owns no I/O of its own besides the store.
 
 pub mod decide;
