@@ -74,10 +74,11 @@ async fn send(
                 return Err(AttemptError::Backend { failure: Failure::AfterConnect { sent: true }, resent });
             }
         }
-        // A refused reconnect moves the session only if nothing of this request was sent yet.
-        conn = Conn::checkout(authority, true, connect_timeout).await.map_err(|_| {
-            let failure = if resent { Failure::AfterConnect { sent: true } } else { Failure::Refused };
-            AttemptError::Backend { failure, resent }
-        })?;
+        // A refused reconnect says the backend is gone: that is a refusal (a documented reason
+        // to move the session), whatever the pooled connection did before. Only a safe request
+        // can have been sent on it, and it runs at most twice all the same.
+        conn = Conn::checkout(authority, true, connect_timeout)
+            .await
+            .map_err(|_| AttemptError::Backend { failure: Failure::Refused, resent })?;
     }
 }
