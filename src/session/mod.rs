@@ -7,6 +7,7 @@
 //! router (`sticky`) does that with what this module finds.
 
 mod cookie;
+pub mod soap;
 
 pub use self::cookie::{CookieCodec, Route, Verified, ID_LEN};
 
