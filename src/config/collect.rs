@@ -13,6 +13,7 @@ use super::document::{blank, Document};
 use super::error::{decode, located};
 use super::validate::{self, Checker};
 use super::{Config, ConfigError};
+use std::ffi::OsString;
 use std::ops::Range;
 
 /// More problems than this in one file: the rest are not looked for.
@@ -35,6 +36,11 @@ impl<'a> Problems<'a> {
         self.list.push((offset.unwrap_or(0), located(self.file, self.text, offset, message)));
     }
 
+    /// A problem outside the file (its message names where it is).
+    pub fn outside(&mut self, message: String) {
+        self.list.push((0, message));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
@@ -52,11 +58,21 @@ pub(super) fn check_bytes(bytes: &[u8], file: &str) -> Result<Config, ConfigErro
     if let Some((offset, byte)) = bad {
         problems.at(Some(offset), &format!("the file is not UTF-8 (byte 0x{byte:02x} here); save it as UTF-8"));
     }
-    check(&text, problems)
+    check(&text, problems, &process_env)
 }
 
-/// Check config text; `problems` may already hold some (bad bytes).
-pub(super) fn check<'a>(text: &'a str, mut problems: Problems<'a>) -> Result<Config, ConfigError> {
+/// The process's environment.
+pub(super) fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+/// Check config text; `problems` may already hold some (bad bytes); `env` reads the
+/// environment variables that override the file.
+pub(super) fn check<'a>(
+    text: &'a str,
+    mut problems: Problems<'a>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Config, ConfigError> {
     let mut work = text.to_owned();
     if !syntax(&mut work, &mut problems) {
         return Err(problems.into_error());
@@ -66,7 +82,7 @@ pub(super) fn check<'a>(text: &'a str, mut problems: Problems<'a>) -> Result<Con
         return Err(problems.into_error());
     };
     let doc = Document::parse(&work).unwrap_or_default();
-    let mut checker = Checker::new(&mut problems, &doc, &removed);
+    let mut checker = Checker::new(&mut problems, &doc, &removed, env);
     let config = validate::validate(config, &mut checker);
     if problems.is_empty() {
         Ok(config)
@@ -113,14 +129,26 @@ fn data(work: &mut String, problems: &mut Problems) -> (Option<Config>, Vec<Stri
             Ok(config) => return (Some(config), removed),
             Err(e) => e,
         };
-        problems.at(e.span().map(|s| s.start), e.message());
-        let Some((path, range)) = e.span().and_then(|s| doc.removable(work, &s)) else { break };
+        let removable = e.span().and_then(|s| doc.removable(work, &s));
+        // A table that lacks a key this loop took out (its value was wrong) was reported then.
+        let consequence = removable.as_ref().is_some_and(|(table, _)| {
+            missing_field(e.message()).is_some_and(|key| removed.contains(&format!("{table}.{key}")))
+        });
+        if !consequence {
+            problems.at(e.span().map(|s| s.start), e.message());
+        }
+        let Some((path, range)) = removable else { break };
         if !blank(work, range) {
             break;
         }
         removed.push(path);
     }
     (None, removed)
+}
+
+/// The key of serde's "missing field `key`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
 }
 
 /// The lines `span` touches, newline excluded.

@@ -8,7 +8,7 @@
 //! - `schema/`: the serde structs, one file per section, and `defaults`.
 //! - `collect`: reads a file in rounds so that type errors do not hide each other.
 //! - `document`: where each key and value sits in the text.
-//! - `validate`: the checks serde cannot express.
+//! - `validate`: the checks serde cannot express. `secret`: where the signing secret comes from.
 //! - `addr`: backend addresses. `error`: the error type and `FILE:LINE:COL`.
 
 mod addr;
@@ -16,11 +16,13 @@ mod collect;
 mod document;
 mod error;
 mod schema;
+mod secret;
 mod validate;
 
 pub use addr::BackendAddr;
 pub use error::ConfigError;
 pub use schema::*;
+pub use secret::{is_published, SecretSource, PREVIOUS_SECRETS_ENV, PUBLISHED_SECRETS, SECRET_ENV};
 pub use validate::{MAX_THREADS, MAX_WEIGHT, MIN_SECRET_BYTES};
 
 use std::path::{Path, PathBuf};
@@ -35,7 +37,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parse and validate config text; `file` is only used in error messages.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    collect::check(text, collect::Problems::new(file, text))
+    collect::check(text, collect::Problems::new(file, text), &collect::process_env)
 }
 
 /// Where the config comes from when `--config` is not given: `STICKYLB_CONFIG`, then

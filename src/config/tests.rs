@@ -48,7 +48,7 @@ fn duplicate_names_and_bad_duration_are_all_reported() {
 fn short_secret_rejected() {
     let text = format!("[session]\nsecret = \"short\"\n{MIN}");
     let e = parse(&text, "t.toml").unwrap_err().to_string();
-    assert!(e.contains("t.toml:2:10: session secret must be at least 32 bytes"), "{e}");
+    assert!(e.contains("t.toml:2:10: session.secret: must be at least 32 bytes (got 5)"), "{e}");
 }
 
 #[test]
@@ -118,6 +118,10 @@ fn a_backend_without_its_address_is_reported_with_the_others() {
     // The only backend lacks its address: no extra "at least one [[backend]]".
     let got = errors("[[backend]]\nname = \"a\"\n");
     assert_eq!(got, ["t.toml:1:1: missing field `address`"]);
+    // A wrong address is one problem, not also a backend without an address.
+    let got = errors("[[backend]]\nname = \"a\"\naddress = \"0.0.0.0:1\"\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].starts_with("t.toml:3:11: invalid backend address"), "{got:#?}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ use super::collect::Problems;
 use super::document::Document;
 use super::schema::*;
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,13 +22,20 @@ pub(super) struct Checker<'p, 'a> {
     doc: &'p Document,
     /// Dotted paths taken out of the text after a type error: their defaults stand in.
     removed: &'p [String],
+    /// Reads an environment variable (the process's, or a test's).
+    pub env: &'p dyn Fn(&str) -> Option<OsString>,
 }
 
 impl<'p, 'a> Checker<'p, 'a> {
-    pub fn new(problems: &'p mut Problems<'a>, doc: &'p Document, removed: &'p [String]) -> Self {
-        Self { problems, doc, removed }
+    pub fn new(
+        problems: &'p mut Problems<'a>,
+        doc: &'p Document,
+        removed: &'p [String],
+        env: &'p dyn Fn(&str) -> Option<OsString>,
+    ) -> Self {
+        Self { problems, doc, removed, env }
     }
-    fn at(&mut self, offset: Option<usize>, message: impl AsRef<str>) {
+    pub fn at(&mut self, offset: Option<usize>, message: impl AsRef<str>) {
         self.problems.at(offset, message.as_ref());
     }
     /// A problem at the key `path` (dotted), or at 1:1 when the file does not have it.
@@ -40,6 +48,10 @@ impl<'p, 'a> Checker<'p, 'a> {
         let offset = self.doc.value_offset(path).or_else(|| self.doc.key_offset(path));
         self.at(offset, message);
     }
+    /// A problem outside the file: `message` names where (an environment variable).
+    pub fn outside(&mut self, message: String) {
+        self.problems.outside(message);
+    }
     /// True when `path` (or a part of it) was taken out after a type error.
     fn was_removed(&self, path: &str) -> bool {
         self.removed.iter().any(|r| r == path || r.starts_with(&format!("{path}.")))
@@ -51,8 +63,7 @@ impl<'p, 'a> Checker<'p, 'a> {
     }
 }
 
-/// Validate a parsed config; also resolves `secret_file` / `STICKYLB_SECRET` into
-/// `session.resolved_secret`.
+/// Validate a parsed config; also resolves the session secrets (`config::secret`).
 pub(super) fn validate(mut config: Config, c: &mut Checker) -> Config {
     check_server(c, &mut config.server);
     check_session(c, &mut config.session);
@@ -152,36 +163,7 @@ fn check_session(c: &mut Checker, s: &mut SessionConfig) {
     if s.max_entries == 0 {
         c.key("session.max_entries", "session.max_entries must be greater than 0");
     }
-    s.resolved_secret = resolve_secret(c, s);
-    for old in &s.previous_secrets {
-        if old.get_ref().len() < MIN_SECRET_BYTES {
-            c.at(Some(old.span().start), format!("previous secret must be at least {MIN_SECRET_BYTES} bytes"));
-        }
-    }
-}
-
-fn resolve_secret(c: &mut Checker, s: &SessionConfig) -> Option<String> {
-    let (secret, offset) = if let Some(secret) = &s.secret {
-        (secret.get_ref().clone(), Some(secret.span().start))
-    } else if let Some(path) = &s.secret_file {
-        match std::fs::read_to_string(path.get_ref()) {
-            Ok(text) => (text.trim_end_matches(['\r', '\n']).to_string(), Some(path.span().start)),
-            Err(e) => {
-                c.at(Some(path.span().start), format!("cannot read secret_file {}: {e}", path.get_ref().display()));
-                return None;
-            }
-        }
-    } else if let Ok(env) = std::env::var("STICKYLB_SECRET") {
-        (env, None)
-    } else {
-        return None;
-    };
-    if secret.len() < MIN_SECRET_BYTES {
-        let what = if offset.is_some() { "session secret" } else { "STICKYLB_SECRET" };
-        c.at(offset, format!("{what} must be at least {MIN_SECRET_BYTES} bytes (got {})", secret.len()));
-        return None;
-    }
-    Some(secret)
+    super::secret::resolve(c, s);
 }
 
 fn check_cluster(c: &mut Checker, cl: &ClusterConfig) {

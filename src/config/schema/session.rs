@@ -1,8 +1,9 @@
 //! `[session]`: how a client is tied to a backend (mode, cookie or header name), how long a
-//! pin lives, the cookie's attributes, and the signing secrets.
+//! pin lives, the cookie's attributes, and the signing secrets (resolved by `config::secret`).
 
 use super::de::optional_duration;
 use super::defaults;
+use crate::config::SecretSource;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +48,8 @@ pub struct SessionConfig {
     pub max_entries: u64,
     pub secret: Option<Spanned<String>>,
     pub secret_file: Option<Spanned<PathBuf>>,
+    /// After validation: the file's list, or `STICKYLB_PREVIOUS_SECRETS` when that is set
+    /// (its entries then carry an empty span).
     pub previous_secrets: Vec<Spanned<String>>,
     pub cookie_path: String,
     pub cookie_domain: String,
@@ -59,9 +62,13 @@ pub struct SessionConfig {
     pub on_backend_down: OnBackendDown,
     /// Remove our own cookie from the request before forwarding (insert mode).
     pub strip_cookie: bool,
-    /// The signing secret after `secret` / `secret_file` / `STICKYLB_SECRET` were resolved.
+    /// The signing secret after `STICKYLB_SECRET` / `secret` / `secret_file` were resolved
+    /// (the first one set wins); `None` = a random per-process key.
     #[serde(skip)]
     pub resolved_secret: Option<String>,
+    /// Where `resolved_secret` came from, for the startup log (never the value).
+    #[serde(skip)]
+    pub secret_source: SecretSource,
 }
 
 impl Default for SessionConfig {
@@ -85,6 +92,7 @@ impl Default for SessionConfig {
             on_backend_down: OnBackendDown::default(),
             strip_cookie: defaults::STRIP_COOKIE,
             resolved_secret: None,
+            secret_source: SecretSource::default(),
         }
     }
 }
