@@ -10,17 +10,20 @@
 //! - `document`: where each key and value sits in the text.
 //! - `validate`: the checks serde cannot express. `secret`: where the signing secret comes from.
 //! - `addr`: backend addresses. `error`: the error type and `FILE:LINE:COL`.
+//! - `probe`: what `stickylb health` probes.
 
 mod addr;
 mod collect;
 mod document;
 mod error;
+mod probe;
 mod schema;
 mod secret;
 mod validate;
 
 pub use addr::BackendAddr;
 pub use error::ConfigError;
+pub use probe::HealthProbe;
 pub use schema::*;
 pub use secret::{is_published, SecretSource, PREVIOUS_SECRETS_ENV, PUBLISHED_SECRETS, SECRET_ENV};
 pub use validate::{MAX_THREADS, MAX_WEIGHT, MIN_SECRET_BYTES};
