@@ -1,14 +1,18 @@
-# syntax=docker/dockerfile:1
 # stickylb container image.
 #
 #   docker build -t stickylb .
-#   docker run -p 8080:8080 -e STICKYLB_SECRET=... \
+#   docker run -p 8080:8080 --stop-timeout 35 -e STICKYLB_SECRET="$(openssl rand -base64 48)" \
 #     -v "$PWD/my.toml:/etc/stickylb/stickylb.toml:ro" stickylb
 #
 # The config is read from /etc/stickylb/stickylb.toml (STICKYLB_CONFIG); the image ships
-# config/stickylb.toml there as a default: mount your own file over it. Its admin listener is
-# 127.0.0.1:9090, which the HEALTHCHECK uses; to reach the admin API from outside the container,
-# set admin.listen = "0.0.0.0:9090" (and admin.token) in your file and publish 9090.
+# config/stickylb.toml there as a default: mount your own file over it. The cookie secret comes
+# from STICKYLB_SECRET (it wins over session.secret / secret_file in the file); without one,
+# each container signs with a random key of its own. The HEALTHCHECK runs `stickylb health`,
+# which probes the admin listener the config names (127.0.0.1:9090 in the default config), or the
+# first client listener when admin.listen = "". To reach the admin API from outside the
+# container, set admin.listen = "0.0.0.0:9090" (and admin.token) in your file and publish 9090.
+# `docker stop` waits 10 s before SIGKILL, less than server.shutdown_timeout (30 s): run with
+# --stop-timeout 35 (compose: stop_grace_period: 35s) so in-flight requests can finish.
 
 # ---- build ----
 FROM rust:1-bookworm AS build
@@ -39,12 +43,8 @@ RUN touch src/main.rs src/lib.rs \
 
 # ---- run ----
 FROM debian:bookworm-slim
-# curl only for the HEALTHCHECK (no recommends: no CA bundle needed for a loopback check).
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends curl \
- && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 10001 stickylb \
+# No extra packages: the HEALTHCHECK is the binary itself (`stickylb health`).
+RUN groupadd --system --gid 10001 stickylb \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin stickylb
 
@@ -56,10 +56,10 @@ ENV STICKYLB_CONFIG=/etc/stickylb/stickylb.toml
 USER 10001:10001
 # 8080: traffic (server.listen); 9090: admin API (admin.listen; loopback in the default config).
 EXPOSE 8080 9090
-# Checks the running process through the admin listener's /healthz (shell form for `|| exit 1`:
-# Docker reads exit status 1 as unhealthy, while curl fails with other codes).
-# hadolint ignore=DL3025
+# `stickylb health` reads the same config (STICKYLB_CONFIG) and probes the admin /healthz, or the
+# client listener when the admin API is off, with a 2 s timeout. It exits 2 for a config error,
+# which Docker reserves: the shell form maps every failure to 1 (unhealthy).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD curl -fsS -o /dev/null http://127.0.0.1:9090/healthz || exit 1
+  CMD stickylb health || exit 1
 ENTRYPOINT ["stickylb"]
 CMD ["run", "--config", "/etc/stickylb/stickylb.toml"]

@@ -1,0 +1,41 @@
+//! `[cluster]`: where pins live (this process's memory, or Redis shared by every instance),
+//! and the memory store's snapshot file.
+
+use super::de::optional_path;
+use super::defaults;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub store: StoreKind,
+    pub redis_url: String,
+    pub key_prefix: String,
+    #[serde(deserialize_with = "optional_path")]
+    pub snapshot_file: Option<PathBuf>,
+    /// Extra key: how long a request may wait on Redis before using the local table.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::default(),
+            redis_url: defaults::REDIS_URL.into(),
+            key_prefix: defaults::KEY_PREFIX.into(),
+            snapshot_file: None,
+            redis_timeout: defaults::REDIS_TIMEOUT,
+        }
+    }
+}
