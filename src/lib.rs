@@ -98,6 +98,9 @@ impl Running {
 
 /// Bind everything and start serving; returns at once.
 pub fn launch(config: Config, path: Option<PathBuf>, shutdown: Shutdown) -> Result<Running, RunError> {
+    if config.session.mode == SessionMode::Insert {
+        tracing::info!(source = %config.session.secret_source, "session cookie secret");
+    }
     if config.session.mode == SessionMode::Insert && config.session.resolved_secret.is_none() {
         tracing::warn!(
             "no session.secret configured: using a random per-process key; cookies will not survive a restart \
