@@ -13,13 +13,14 @@
 mod backends;
 mod expiry;
 mod memory;
+mod pin_key;
 mod redis;
 mod snapshot;
 mod table;
 
 pub use memory::MemoryStore;
+pub use pin_key::PinKey;
 pub use redis::RedisStore;
-pub use table::PinKey;
 
 use crate::balance::{Backend, Pool};
 use crate::config::{Config, SessionConfig, StoreKind};
