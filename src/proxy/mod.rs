@@ -217,26 +217,26 @@ fn is_idempotent(m: &Method) -> bool {
 async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<Route, Failure> {
     let mode = snap.session.mode;
     let pinned = match &key {
-        Some(k) => shared.store.get(k, &snap.pool).await,
+        Some(k) => shared.store.get(k).await,
         None => None,
     };
-    match decide(pinned, &snap.pool, snap.session.on_backend_down) {
-        Decision::Pinned(backend) => Ok(Route { backend, key, new_cookie: false, previous: None, pinned: true }),
-        Decision::Reject { from } => Err((ProxyError::NoBackend, Some(from.name.clone()))),
-        Decision::Reassign { from } => {
-            shared.metrics.reassigned(reassign_reason(snap, &from));
+    match decide_named(snap, pinned) {
+        Named::Pinned(backend) => Ok(Route { backend, key, new_cookie: false, previous: None, pinned: true }),
+        Named::Reject { from } => Err((ProxyError::NoBackend, Some(from))),
+        Named::Reassign { from, reason } => {
+            shared.metrics.reassigned(reason);
             let chosen = snap.pool.select(key.as_deref(), &[]).ok_or((ProxyError::NoBackend, None))?;
             let backend = match &key {
                 // Another instance may have moved this session already: adopt its choice.
                 Some(k) => {
-                    let won = shared.store.reassign(k, &from, &chosen, &snap.pool).await;
-                    snap.pool.current(&won).filter(|b| b.serves_pinned()).cloned().unwrap_or(chosen)
+                    let won = shared.store.reassign(k, &from, &chosen.name).await;
+                    snap.pool.get(&won).filter(|b| b.serves_pinned()).cloned().unwrap_or(chosen)
                 }
                 None => chosen,
             };
-            Ok(Route { backend, key, new_cookie: false, previous: Some(from.name.clone()), pinned: false })
+            Ok(Route { backend, key, new_cookie: false, previous: Some(from), pinned: false })
         }
-        Decision::New => {
+        Named::New => {
             let (key, new_cookie) = match (mode, key) {
                 (SessionMode::Insert, None) => (Some(CookieCodec::new_id()), true),
                 (_, key) => (key, false),
@@ -245,13 +245,41 @@ async fn route(shared: &Shared, snap: &Snapshot, key: Option<String>) -> Result<
             let backend = match &key {
                 // Another instance may have pinned this session meanwhile: adopt its choice.
                 Some(k) => {
-                    let won = shared.store.pin_if_absent(k, &chosen, &snap.pool).await;
-                    snap.pool.current(&won).filter(|b| b.serves_pinned()).cloned().unwrap_or(chosen)
+                    let won = shared.store.pin_if_absent(k, &chosen.name, None).await;
+                    snap.pool.get(&won).filter(|b| b.serves_pinned()).cloned().unwrap_or(chosen)
                 }
                 None => chosen,
             };
             Ok(Route { backend, key, new_cookie, previous: None, pinned: false })
         }
+    }
+}
+
+/// [`decide`] for a pin, which names its backend: a name the pool does not have is a removed
+/// backend's, and moves (or is rejected) like a pin to a backend that cannot serve.
+enum Named {
+    Pinned(Arc<Backend>),
+    New,
+    Reassign { from: Arc<str>, reason: Reassign },
+    Reject { from: Arc<str> },
+}
+
+fn decide_named(snap: &Snapshot, pinned: Option<Arc<str>>) -> Named {
+    let on_down = snap.session.on_backend_down;
+    let Some(name) = pinned else { return Named::New };
+    let Some(backend) = snap.pool.get(&name) else {
+        return match on_down {
+            OnBackendDown::Reassign => Named::Reassign { from: name, reason: Reassign::Removed },
+            OnBackendDown::Reject => Named::Reject { from: name },
+        };
+    };
+    match decide(Some(backend.clone()), &snap.pool, on_down) {
+        Decision::Pinned(backend) => Named::Pinned(backend),
+        Decision::New => Named::New,
+        Decision::Reassign { from } => {
+            Named::Reassign { reason: reassign_reason(snap, &from), from: from.name.clone() }
+        }
+        Decision::Reject { from } => Named::Reject { from: from.name.clone() },
     }
 }
 
@@ -270,9 +298,9 @@ async fn reroute(shared: &Shared, snap: &Snapshot, route: Route, failed: &[Arc<B
     if let Some(k) = &route.key {
         if snap.session.mode != SessionMode::None {
             // Another instance may have moved this session already: adopt its choice.
-            let won = shared.store.reassign(k, &route.backend, &backend, &snap.pool).await;
+            let won = shared.store.reassign(k, &route.backend.name, &backend.name).await;
             let usable = |b: &&Arc<Backend>| b.serves_pinned() && !failed.iter().any(|f| Arc::ptr_eq(f, b));
-            if let Some(b) = snap.pool.current(&won).filter(usable) {
+            if let Some(b) = snap.pool.get(&won).filter(usable) {
                 backend = b.clone();
             }
         }
@@ -399,7 +427,7 @@ async fn respond(
     let protocol = if switched { parts.headers.get(header::UPGRADE).cloned() } else { None };
     headers::strip_hop_by_hop(&mut parts.headers);
     match snap.session.learn(&parts.headers) {
-        Some(Learned::Pin(id)) => shared.store.pin(&id, &backend).await,
+        Some(Learned::Pin(id)) => shared.store.pin(&id, &backend.name).await,
         Some(Learned::Forget) => {
             if let Some(k) = &route.key {
                 shared.store.unpin(k).await;

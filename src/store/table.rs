@@ -1,9 +1,9 @@
 //! The compact affinity table behind [`super::MemoryStore`] and the Redis store's local cache:
-//! session key -> a small `Copy` value ([`Value`]: a `u32` backend id for the memory store, see
-//! [`super::backends`]; a packed pin with sync state for the Redis cache), with idle expiry, a
+//! session key -> a small `Copy` value ([`Value`]: a `u32` backend-name id for the memory store,
+//! see [`super::names`]; a packed pin with sync state for the Redis cache), with idle expiry, a
 //! lifetime counted from each pin's creation and an approximately-LRU size bound. It owns the
 //! memory layout, expiry and eviction; what the values mean is the caller's, told through
-//! [`Counts`] (by the backend id each value names).
+//! [`Counts`] (by the backend-name id each value names).
 //!
 //! Layout: 20 bytes a pin plus the value (24 with a `u32`, 28 with the Redis cache's 8 bytes),
 //! plus hashbrown's control byte, so 1M memory-store pins fit in about 55 MB:

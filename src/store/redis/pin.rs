@@ -72,7 +72,7 @@ const EPOCH_MASK: u16 = (1 << EPOCH_BITS) - 1;
 /// a sync is one check-and-update that two concurrent uses cannot both win.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LocalPin {
-    /// The backend's id (see `store::backends`).
+    /// The backend name's id (see `store::names`).
     backend: u16,
     /// [`Pending`] in the low 2 bits; above, the low [`EPOCH_BITS`] bits of the subscription
     /// epoch of the last successful sync: a pin from an older epoch may have missed an event,
