@@ -4,11 +4,12 @@
 //! byte and free space. Backend names are kept as ids ([`Names`]), which also keep each name's
 //! session count exact, whatever removed a cached pin.
 //!
-//! It owns what the store's protocol needs from its cache: claiming a pin's sync on a lookup,
-//! and applying a sync's outcome only to the very pin that was synced (not to one cached for
-//! the same session since).
+//! It owns what the store's protocol needs from its cache: deciding on a lookup whether the
+//! pin is served, synced in the background or reconciled first (and claiming that), and
+//! applying a sync's outcome only to the very pin that was synced (not to one cached for the
+//! same session since).
 
-use super::pin::{LocalPin, Pending, PinValue};
+use super::pin::{Check, Epochs, LocalPin, Pending, PinValue};
 use crate::config::SessionConfig;
 use crate::store::names::Names;
 use crate::store::table::{HashKey, Limits, Table};
@@ -38,6 +39,13 @@ impl Claim {
     }
 }
 
+/// What a lookup found to do besides answering (see [`Check`]).
+pub(super) enum Found {
+    Serve,
+    Sync(Claim),
+    Reconcile(Claim),
+}
+
 impl LocalCache {
     pub fn new(session: &SessionConfig) -> LocalCache {
         let limits = Limits {
@@ -51,19 +59,23 @@ impl LocalCache {
         }
     }
 
-    /// The cached backend name of `key` (refreshing the pin's idle expiry), and the sync with
-    /// Redis this lookup claimed, if one is due (`epoch`: the current subscription epoch).
-    pub fn get(&self, key: &str, epoch: u64) -> Option<(Arc<str>, Option<Claim>)> {
+    /// The cached backend name of `key` (refreshing the pin's idle expiry), and what this
+    /// lookup must do with Redis, claimed (`link_up`: the instance knows Redis is up).
+    pub fn get(&self, key: &str, epochs: Epochs, link_up: bool) -> Option<(Arc<str>, Found)> {
         let window = self.refresh_window_ms;
-        let (pin, claimed) = self.table.modify(self.table.key(key), |pin, at| {
-            let claimed = pin.claim_sync(at, window, epoch).then_some(at);
-            (*pin, claimed)
+        let (pin, check, at) = self.table.modify(self.table.key(key), |pin, at| {
+            let check = pin.check(at, window, epochs, link_up);
+            (*pin, check, at)
         })?;
         let backend = self.names().get(pin.backend());
-        // The creation time is only needed (and the clock read) when a sync goes to Redis.
-        let claim =
-            claimed.map(|at| Claim { pin, backend: backend.clone(), created_ms: at.created_ms(super::unix_ms()) });
-        Some((backend, claim))
+        // The creation time is only needed (and the clock read) when Redis is asked.
+        let claim = || Claim { pin, backend: backend.clone(), created_ms: at.created_ms(super::unix_ms()) };
+        let found = match check {
+            Check::Serve => Found::Serve,
+            Check::Sync => Found::Sync(claim()),
+            Check::Reconcile => Found::Reconcile(claim()),
+        };
+        Some((backend, found))
     }
 
     /// Cache a pin of `key` to `backend` created at `created_ms` (Unix ms; another instance may
@@ -103,7 +115,7 @@ impl LocalCache {
         held.map_or(name, |pin| self.names().get(pin.backend()))
     }
 
-    /// Redis agrees with `pin` as of subscription `epoch`, if it is still the cached pin of `key`.
+    /// Redis agrees with `pin` as of `epoch`, if it is still the cached pin of `key`.
     pub fn synced(&self, key: &str, pin: LocalPin, epoch: u64) {
         self.table.modify(self.table.key(key), |cached, _| {
             if *cached == pin {
@@ -120,6 +132,18 @@ impl LocalCache {
     /// After a claimed sync: Redis has another pin; drop ours if it is still the claimed one.
     pub fn drop_claimed(&self, key: &str, claim: &Claim) {
         self.table.remove_if(self.table.key(key), |cached, _| cached == claim.pin);
+    }
+
+    /// After a claimed reconciliation: Redis holds `theirs`; cache it in place of the claimed
+    /// pin (if that is still the cached one) as in sync as of `epoch`. Returns its name.
+    pub fn adopt(&self, key: &str, claim: &Claim, theirs: &PinValue, epoch: u64) -> Arc<str> {
+        let (name, id) = self.intern(&theirs.backend);
+        if let Some(id) = id {
+            let pin = LocalPin::new(id, Pending::Nothing, self.table.now(), epoch);
+            let replace = |cached: Option<LocalPin>| (cached == Some(claim.pin)).then_some(pin);
+            self.table.update_at(self.table.key(key), Some(theirs.created_ms), replace);
+        }
+        name
     }
 
     /// Forget the cached pin of `key`.
@@ -163,6 +187,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const EPOCH_1: Epochs = Epochs { now: 1, recovered: 0 };
+
     fn setup() -> crate::config::Config {
         let text = "[session]\nidle_timeout = \"4s\"\n[[backend]]\nname = \"app1\"\naddress = \"127.0.0.1:1\"\n";
         crate::config::parse(text, "t").unwrap()
@@ -173,6 +199,13 @@ mod tests {
         ["app1", "app2"].iter().map(|n| all.iter().find(|(name, _)| &**name == *n).map_or(0, |&(_, c)| c)).collect()
     }
 
+    fn claim_of(found: Found) -> Option<Claim> {
+        match found {
+            Found::Sync(c) | Found::Reconcile(c) => Some(c),
+            Found::Serve => None,
+        }
+    }
+
     #[test]
     fn a_lookup_claims_a_due_sync_once_with_the_pin_as_redis_should_see_it() {
         let cfg = setup();
@@ -180,18 +213,39 @@ mod tests {
         let created_ms = super::super::unix_ms() - 60_000;
         cache.put("s", "app2", created_ms, Pending::Create, 1);
         assert_eq!(sessions(&cache), [0, 1]);
-        let (b, claim) = cache.get("s", 1).unwrap();
+        let (b, found) = cache.get("s", EPOCH_1, false).unwrap();
         assert_eq!(&*b, "app2");
-        assert!(claim.is_none(), "not due yet");
+        assert!(matches!(found, Found::Serve), "not due yet");
         std::thread::sleep(Duration::from_millis(super::super::pin::RETRY_MS + 70));
-        let claim = cache.get("s", 1).unwrap().1.expect("pending: retried at the probe pace");
-        assert!(cache.get("s", 1).unwrap().1.is_none(), "claimed once");
+        let Found::Sync(claim) = cache.get("s", EPOCH_1, false).unwrap().1 else {
+            panic!("pending: retried at the probe pace")
+        };
+        assert!(matches!(cache.get("s", EPOCH_1, false).unwrap().1, Found::Serve), "claimed once");
         assert_eq!(claim.pending(), Pending::Create);
         let value = claim.value();
         assert_eq!(value.backend, "app2");
         assert!(value.created_ms.abs_diff(created_ms) < 200, "to the tick: {value:?}");
         cache.claim_synced("s", &claim, 1);
         assert_eq!(cache.table.get(cache.table.key("s")).unwrap().pending(), Pending::Nothing);
+    }
+
+    #[test]
+    fn with_redis_up_an_outage_pin_is_reconciled_and_the_reconciliation_adopts_redis_pin() {
+        let cfg = setup();
+        let cache = LocalCache::new(&cfg.session);
+        let now = super::super::unix_ms();
+        cache.put("s", "app1", now, Pending::Create, 1);
+        let (b, found) = cache.get("s", EPOCH_1, true).unwrap();
+        let Found::Reconcile(claim) = found else { panic!("a pin made during the outage, Redis up") };
+        assert_eq!(&*b, "app1");
+        let theirs = PinValue { created_ms: now - 5_000, backend: "app2".into() };
+        assert_eq!(&*cache.adopt("s", &claim, &theirs, 1), "app2");
+        let (b, found) = cache.get("s", EPOCH_1, true).unwrap();
+        assert!(matches!((&*b, found), ("app2", Found::Serve)), "in sync now");
+        assert_eq!(sessions(&cache), [0, 1]);
+        // An outcome for a pin that is not cached any more changes nothing.
+        assert_eq!(&*cache.adopt("s", &claim, &PinValue { created_ms: now, backend: "app1".into() }, 1), "app1");
+        assert_eq!(&*cache.get("s", EPOCH_1, true).unwrap().0, "app2");
     }
 
     #[test]
@@ -222,5 +276,6 @@ mod tests {
         assert_eq!(cache.put("t", "app2", long_ago, Pending::Nothing, 1).1, None);
         assert_eq!(&*cache.put_if_absent("u", "app2", Some(long_ago), Pending::Create, 1), "app2");
         assert_eq!((cache.len(), sessions(&cache)), (1, vec![1, 0]));
+        assert!(claim_of(cache.get("s", EPOCH_1, true).unwrap().1).is_some(), "pending: reconciled with Redis up");
     }
 }

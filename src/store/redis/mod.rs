@@ -33,9 +33,14 @@
 //!
 //! Redis down or slow: every call is bounded by `cluster.redis_timeout`; a failure puts the
 //! [`link::Link`] down and requests are served from the local table (new pins go there,
-//! marked for write-back) with one probe per 500ms. Back up, pins made meanwhile are written
-//! back when next used: a new session only if Redis has none (another instance's pin wins), a
-//! reassignment always (it is newer).
+//! marked for write-back) with one probe per 500ms. Once the instance knows Redis is up again,
+//! a cached pin Redis may disagree with because of the outage (made or moved meanwhile, or
+//! last synced before the link came back: [`pin::Epochs`]) is reconciled on its next use
+//! *before* that request is routed, within `cluster.redis_timeout`: a new session is written
+//! only if Redis has none (another instance's pin wins), a reassignment always (it is newer),
+//! and a pin cached from before follows Redis (written back if Redis lost it). So the first
+//! request of a session on every instance goes where Redis says. If Redis fails again
+//! meanwhile, the request goes by the local pin.
 //!
 //! Pins are backend names. A name this instance's config does not have (a backend removed
 //! here, or one only another instance knows) is still returned: the caller reassigns the
@@ -55,9 +60,9 @@ use super::{unix_ms, AffinityStore};
 use crate::config::{ClusterConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use cache::{Claim, LocalCache};
+use cache::{Claim, Found, LocalCache};
 use link::Link;
-use pin::{Pending, PinValue, Verdict};
+use pin::{Held, Next, Pending, PinValue, Step, Verdict};
 use redis::aio::ConnectionManager;
 use redis::{Client, ProtocolVersion, RedisResult};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -99,8 +104,6 @@ struct Inner {
     max_lifetime: Duration,
     /// Identifies this process's own events, which it has applied already.
     instance: u64,
-    /// Bumped at every (re)subscription to the event channel; see [`events`].
-    epoch: AtomicU64,
     /// Bumped whenever an event drops a cached pin, so that a Redis read that raced the event
     /// is not cached.
     forgotten: AtomicU64,
@@ -124,7 +127,6 @@ impl RedisStore {
             idle_timeout: session.idle_timeout,
             max_lifetime: session.max_lifetime,
             instance: rand::random(),
-            epoch: AtomicU64::new(0),
             forgotten: AtomicU64::new(0),
             metrics,
         };
@@ -161,9 +163,18 @@ impl Drop for RedisStore {
 impl AffinityStore for RedisStore {
     async fn get(&self, key: &str) -> Option<Arc<str>> {
         let inner = &self.inner;
-        if let Some((backend, claim)) = inner.local.get(key, inner.epoch.load(Relaxed)) {
-            if let Some(claim) = claim.filter(|_| inner.link.usable()) {
-                tokio::spawn(inner.clone().sync(key.to_owned(), claim));
+        // The link first: seeing it up, we see the epoch of its recovery (see `link`).
+        let up = inner.link.is_up();
+        if let Some((backend, found)) = inner.local.get(key, inner.link.epochs(), up) {
+            match found {
+                Found::Serve => {}
+                Found::Sync(claim) => {
+                    if inner.link.usable() {
+                        tokio::spawn(inner.clone().sync(key.to_owned(), claim));
+                    }
+                }
+                // Boxed, as the miss path below: rare, and large inline.
+                Found::Reconcile(claim) => return Some(Box::pin(inner.reconcile(key, claim, backend)).await),
             }
             return Some(backend);
         }
@@ -177,7 +188,7 @@ impl AffinityStore for RedisStore {
 
     async fn pin(&self, key: &str, backend: &str) {
         let inner = &self.inner;
-        let (now, epoch) = (unix_ms(), inner.epoch.load(Relaxed));
+        let (now, epoch) = (unix_ms(), inner.link.epochs().now);
         let (_, cached) = inner.local.put(key, backend, now, Pending::Replace, epoch);
         let ours = PinValue { created_ms: now, backend: backend.to_owned() };
         if inner.link.usable() && inner.write_replace(key, &ours).await {
@@ -189,7 +200,7 @@ impl AffinityStore for RedisStore {
 
     async fn reassign(&self, key: &str, from: &str, to: &str) -> Arc<str> {
         let inner = &self.inner;
-        let (now, epoch) = (unix_ms(), inner.epoch.load(Relaxed));
+        let (now, epoch) = (unix_ms(), inner.link.epochs().now);
         let ours = PinValue { created_ms: now, backend: to.to_owned() };
         let moved = if inner.link.usable() { inner.move_pin(key, from, &ours).await } else { None };
         let (name, _) = match moved.map(|held| held.as_deref().and_then(PinValue::decode)) {
@@ -204,7 +215,7 @@ impl AffinityStore for RedisStore {
 
     async fn pin_if_absent(&self, key: &str, backend: &str, created_ms: Option<u64>) -> Arc<str> {
         let inner = &self.inner;
-        let (now, epoch) = (unix_ms(), inner.epoch.load(Relaxed));
+        let (now, epoch) = (unix_ms(), inner.link.epochs().now);
         let ours = PinValue { created_ms: created_ms.map_or(now, |c| c.min(now)), backend: backend.to_owned() };
         if pin::ttl(ours.created_ms, now, inner.idle_timeout, inner.max_lifetime).is_none() {
             // Its lifetime is over: nothing to pin (the local cache would not keep it either).
@@ -242,7 +253,7 @@ impl AffinityStore for RedisStore {
 impl Inner {
     /// A pin this instance has not cached: read it from Redis (refreshing its idle expiry).
     async fn read(self: &Arc<Self>, key: &str) -> Option<Arc<str>> {
-        let (epoch, forgotten) = (self.epoch.load(Relaxed), self.forgotten.load(Relaxed));
+        let (epoch, forgotten) = (self.link.epochs().now, self.forgotten.load(Relaxed));
         let raw = self.get_and_expire(key, self.idle_timeout).await?;
         let theirs = PinValue::decode(&raw?)?;
         let now = unix_ms();
@@ -258,10 +269,51 @@ impl Inner {
         Some(self.local.put(key, &theirs.backend, theirs.created_ms, Pending::Nothing, epoch).0)
     }
 
+    /// A cached pin Redis may disagree with because of an outage, now that Redis is up (see
+    /// the module doc): settle it with Redis before answering, within `cluster.redis_timeout`;
+    /// `cached` (its backend) if Redis fails again meanwhile.
+    async fn reconcile(self: &Arc<Self>, key: &str, claim: Claim, cached: Arc<str>) -> Arc<str> {
+        let epoch = self.link.epochs().now;
+        let ours = claim.value();
+        let settle = async {
+            let mut step = pin::reconcile_from(claim.pending());
+            loop {
+                let held = match step {
+                    Step::Offer => Held::from_raw(self.set_if_absent(key, &ours).await?.as_deref()),
+                    Step::Write => self.write_replace(key, &ours).await.then(|| Held::Pin(ours.clone()))?,
+                    Step::Read => match self.refresh(key, &ours).await? {
+                        Some(theirs) => Held::Pin(theirs),
+                        None => Held::Nothing,
+                    },
+                };
+                match pin::reconcile_next(step, &ours.backend, held) {
+                    Next::Then(next) => step = next,
+                    next => return Some(next),
+                }
+            }
+        };
+        let next = match tokio::time::timeout(self.timeout, settle).await {
+            Ok(next) => next,
+            Err(_) => {
+                self.link.failed(&format_args!("reconciling a pin: no answer within {:?}", self.timeout));
+                None
+            }
+        };
+        match next {
+            Some(Next::Ours) => {
+                self.local.claim_synced(key, &claim, epoch);
+                cached
+            }
+            Some(Next::Theirs(theirs)) => self.local.adopt(key, &claim, &theirs, epoch),
+            // Redis failed (or lost our pin again): route by ours, still marked unsure.
+            Some(Next::Unsure | Next::Then(_)) | None => cached,
+        }
+    }
+
     /// Background sync of a cached pin whose use claimed it: write back what Redis does not
     /// know, otherwise refresh its expiry and check that Redis still agrees.
     async fn sync(self: Arc<Self>, key: String, claim: Claim) {
-        let epoch = self.epoch.load(Relaxed);
+        let epoch = self.link.epochs().now;
         let ours = claim.value();
         let verdict = match claim.pending() {
             Pending::Replace => {
