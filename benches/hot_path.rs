@@ -70,7 +70,7 @@ fn affinity(c: &mut Criterion) {
         let store = Arc::new(MemoryStore::new(&cfg.session));
         let keys: Vec<String> = (0..n).map(|_| CookieCodec::new_id()).collect();
         for (i, k) in keys.iter().enumerate() {
-            store.pin_sync(k, &backends[i % backends.len()]);
+            store.pin_sync(k, &backends[i % backends.len()].name);
         }
         let probe: Vec<&String> = keys.iter().step_by((n as usize / 1024).max(1)).collect();
         g.throughput(Throughput::Elements(1));

@@ -10,7 +10,6 @@
 //! what grows is the cache alone.
 
 use std::sync::Arc;
-use stickylb::balance::Pool;
 use stickylb::config::{self, Config};
 use stickylb::metrics::Metrics;
 use stickylb::session::CookieCodec;
@@ -36,7 +35,7 @@ fn main() {
         text.push_str(&format!("[[backend]]\nname = \"app{i}\"\naddress = \"127.0.0.1:{}\"\n", 9000 + i));
     }
     let cfg = config::parse(&text, "bench").expect("valid bench config");
-    let pool = Pool::new(&cfg, None);
+    let backends: Vec<&str> = cfg.backends.iter().map(|b| b.name()).collect();
     let only = |table: &str| std::env::args().any(|a| a == table);
     let (memory, redis) = (only("memory"), only("redis_cache"));
     if full && !memory && !redis {
@@ -46,13 +45,13 @@ fn main() {
     if memory || !full {
         for &n in sizes {
             let store = MemoryStore::new(&cfg.session);
-            measure("memory", &store, n, |key, backend| store.pin_sync(key, backend), &pool);
+            measure("memory", &store, n, |key, backend| store.pin_sync(key, backend), &backends);
         }
     }
     if redis || !full {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let store = redis_cache(&cfg);
-        measure("redis_cache", &store, sizes[0], |key, backend| rt.block_on(store.pin(key, backend)), &pool);
+        measure("redis_cache", &store, sizes[0], |key, backend| rt.block_on(store.pin(key, backend)), &backends);
     }
 }
 
@@ -69,17 +68,10 @@ fn redis_cache(cfg: &Config) -> RedisStore {
 }
 
 /// Pin `n` new sessions through `pin` and print the RSS growth per live pin of `store`.
-fn measure<S: AffinityStore>(
-    name: &str,
-    store: &S,
-    n: u64,
-    pin: impl Fn(&str, &Arc<stickylb::balance::Backend>),
-    pool: &Pool,
-) {
-    let backends = pool.backends();
+fn measure<S: AffinityStore>(name: &str, store: &S, n: u64, pin: impl Fn(&str, &str), backends: &[&str]) {
     let before = rss_bytes();
     for i in 0..n {
-        pin(&CookieCodec::new_id(), &backends[i as usize % backends.len()]);
+        pin(&CookieCodec::new_id(), backends[i as usize % backends.len()]);
     }
     let live = store.len();
     // `len` sweeps expired pins (at most every 1/16 s); the admin API and metrics call it.

@@ -11,13 +11,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
-use stickylb::balance::Pool;
 use stickylb::config::{self, Config};
 use stickylb::metrics::Metrics;
 use stickylb::store::{AffinityStore, MemoryStore, RedisStore};
 
 /// Pins in each table.
 const PINS: usize = 10_000;
+/// The backends the pins name (as in [`config`]).
+const BACKENDS: [&str; 3] = ["app1", "app2", "app3"];
 
 fn config(redis_port: u16, max_entries: usize) -> Config {
     let mut text = format!(
@@ -90,11 +91,11 @@ impl Drop for RedisServer {
 
 /// A Redis store whose local cache holds every key (pinned through Redis when it is up,
 /// locally otherwise: the hit path is the same).
-fn filled_redis_store(rt: &tokio::runtime::Runtime, cfg: &Config, pool: &Pool, keys: &[String]) -> RedisStore {
+fn filled_redis_store(rt: &tokio::runtime::Runtime, cfg: &Config, keys: &[String]) -> RedisStore {
     let store = RedisStore::new(&cfg.session, &cfg.cluster, Arc::new(Metrics::default())).expect("redis url");
     rt.block_on(async {
         for (i, k) in keys.iter().enumerate() {
-            store.pin_if_absent(k, &pool.backends()[i % 3], pool).await;
+            store.pin_if_absent(k, BACKENDS[i % 3], None).await;
         }
     });
     store
@@ -107,27 +108,26 @@ fn hot_path(c: &mut Criterion) {
     // Without a server, a closed port: the Redis store then pins into its local table.
     let port = redis.as_ref().map_or(1, |r| r.port);
     let cfg = config(port, 1_000_000);
-    let pool = Pool::new(&cfg, None);
     let keys = keys();
 
     let memory = MemoryStore::new(&cfg.session);
     for (i, k) in keys.iter().enumerate() {
-        memory.pin_sync(k, &pool.backends()[i % 3]);
+        memory.pin_sync(k, BACKENDS[i % 3]);
     }
-    let cached = filled_redis_store(&rt, &cfg, &pool, &keys);
+    let cached = filled_redis_store(&rt, &cfg, &keys);
 
     let mut g = c.benchmark_group("store_get_existing_pin");
     let mut i = 0;
     g.bench_function("memory", |b| {
         b.iter(|| {
             i = (i + 7919) % PINS;
-            black_box(ready(memory.get(black_box(&keys[i]), &pool)))
+            black_box(ready(memory.get(black_box(&keys[i]))))
         })
     });
     g.bench_function("redis_local_cache_hit", |b| {
         b.iter(|| {
             i = (i + 7919) % PINS;
-            black_box(ready(cached.get(black_box(&keys[i]), &pool)))
+            black_box(ready(cached.get(black_box(&keys[i]))))
         })
     });
     g.finish();
@@ -143,7 +143,7 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("store_get_redis_cache_miss_round_trip", |b| {
         b.iter(|| {
             i = (i + 7919) % PINS;
-            let found = rt.block_on(missing.get(black_box(&keys[i]), &pool));
+            let found = rt.block_on(missing.get(black_box(&keys[i])));
             assert!(found.is_some(), "the pin is in Redis");
             black_box(found)
         })

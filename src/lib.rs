@@ -110,7 +110,8 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: Shutdown) -> Resu
     let admin_addr = config.admin.listen;
     let shared = Shared::new(config, path);
     // Before the first request: restore the snapshot / start listening to other instances.
-    shared.store.start(&shared.snapshot().pool, shutdown.clone());
+    let snap = shared.snapshot();
+    shared.store.start(|name| snap.pool.get(name).is_some(), shutdown.clone());
     let workers = shared.snapshot().config.server.workers();
     let slots = shared.slots.clone();
     let listen = shared.snapshot().config.server.listen.clone();

@@ -23,10 +23,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// Header lines a request or a backend response may have (hyper's default is 100): a head
-/// within `max_header_bytes` must not be refused for its number of lines (SPEC: >= 500).
-pub const MAX_HEADER_LINES: usize = 1000;
-
 /// The HTTP/1.1 + h2c connection builder for client connections.
 fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     let cfg = &shared.snapshot().config.server;
@@ -38,7 +34,7 @@ fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
         // A head within max_header_bytes is never refused for its number of lines.
-        .max_headers(MAX_HEADER_LINES)
+        .max_headers(proxy::MAX_HEADER_LINES)
         // Room above the limit, so that a head a little too large reaches the proxy's exact
         // check and gets a 431 with a text body; hyper answers a bare 431 beyond this.
         .max_buf_size(cfg.max_header_bytes.saturating_mul(2).max(8192))

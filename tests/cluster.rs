@@ -132,6 +132,15 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// `GET key` with a fresh connection.
+    async fn get(&self, key: &str) -> Option<String> {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let mut c = client.get_multiplexed_async_connection().await.expect("connect to redis-server");
+        redis::cmd("GET").arg(key).query_async(&mut c).await.expect("GET")
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
@@ -196,6 +205,21 @@ async fn wait_reconnected(lb: &Balancer) {
     while !lb.log_tail(500).contains("Redis is reachable again") {
         assert!(!dl.expired(), "port {} never reached Redis again\n{}", lb.port, lb.log_tail(20));
         served_by(&User::new(), lb, "/probe").await;
+        sleep_ms(100).await;
+    }
+}
+
+/// As [`wait_reconnected`], for an instance in header mode: its probes are requests of new
+/// sessions (a request without one does not ask the store).
+async fn wait_reconnected_header(lb: &Balancer, client: &reqwest::Client) {
+    let dl = Deadline::after(secs(10));
+    for i in 0.. {
+        if lb.log_tail(500).contains("Redis is reachable again") {
+            return;
+        }
+        assert!(!dl.expired(), "port {} never reached Redis again\n{}", lb.port, lb.log_tail(20));
+        let key = format!("probe-{}-{}-{i}", std::process::id(), lb.port);
+        get_with(client, &lb.url("/probe"), &[("X-Session-Id", &key)]).await;
         sleep_ms(100).await;
     }
 }
@@ -384,6 +408,64 @@ async fn a_redis_outage_is_served_from_the_local_tables_and_reconciled_after() {
     sessions(&b, 5).await;
     assert_eq!(redis.keys(&pin_pattern()).await.len(), before + 5, "{}", b.log_tail(40));
     assert!(a.log_tail(200).contains("Redis is reachable again"), "{}", a.log_tail(30));
+}
+
+/// During an outage, each instance pins the same new session on its own (header mode: the
+/// first request carrying a session id pins it, here to each instance's own round-robin
+/// choice; only sessions the two pinned to different backends are kept). When Redis is back and each instance knows it (it reached Redis for
+/// other sessions), the session's first request on either instance already goes where Redis
+/// says: the instance asked first writes its pin back (`SET NX`), the other adopts it. A
+/// stale outage-local pin routes nothing, not even the one request that would only trigger a
+/// background sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_the_first_request_of_a_session_on_every_instance_goes_where_redis_says() {
+    let mut redis = RedisServer::start().await;
+    let bs = three().await;
+    let start = || instance(&bs, &redis.url()).set("session.mode", "header").set("cluster.redis_timeout", "200ms");
+    let (a, b) = (start().start().await, start().start().await);
+    let client = plain_client();
+    redis.kill();
+    let run = std::process::id();
+    let mut split = Vec::new();
+    for i in 0..30 {
+        let key = format!("split-{run}-{i}");
+        let h = [("X-Session-Id", key.as_str())];
+        let on_a = get_with(&client, &a.url("/outage"), &h).await.backend().expect("A: backend");
+        let on_b = get_with(&client, &b.url("/outage"), &h).await.backend().expect("B: backend");
+        if on_a == on_b {
+            // The two round robins start at random places: a request without a session moves
+            // B's a step, so that the next session lands on different backends.
+            get(&client, &b.url("/no-session")).await;
+            continue;
+        }
+        // Each instance keeps its own outage pin while Redis is down.
+        assert_eq!(get_with(&client, &a.url("/outage/again"), &h).await.backend().as_ref(), Some(&on_a));
+        assert_eq!(get_with(&client, &b.url("/outage/again"), &h).await.backend().as_ref(), Some(&on_b));
+        split.push(key);
+        if split.len() == 6 {
+            break;
+        }
+    }
+    assert_eq!(split.len(), 6, "sessions pinned to different backends by A and B during the outage");
+
+    redis.restart().await;
+    wait_reconnected_header(&a, &client).await;
+    wait_reconnected_header(&b, &client).await;
+    for (i, key) in split.iter().enumerate() {
+        let h = [("X-Session-Id", key.as_str())];
+        // Either instance may be asked first: the first one's pin is the one Redis keeps.
+        let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let r1 = get_with(&client, &first.url("/after"), &h).await.backend().expect("first: backend");
+        let r2 = get_with(&client, &second.url("/after"), &h).await.backend().expect("second: backend");
+        let held = redis.get(&format!("{PREFIX}pin:{key}")).await.expect("the pin is in Redis again");
+        let in_redis = held.split_once(':').map(|(_, b)| b.to_string());
+        assert_eq!(Some(&r1), in_redis.as_ref(), "{key}: first request through port {}", first.port);
+        assert_eq!(r2, r1, "{key}: the first request through port {} goes where Redis says", second.port);
+        for lb in [&a, &b] {
+            let r = get_with(&client, &lb.url("/later"), &h).await;
+            assert_eq!(r.backend().as_ref(), Some(&r1), "{key}: a later request through port {}", lb.port);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

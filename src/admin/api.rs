@@ -3,6 +3,7 @@
 
 use super::prometheus::{self, Format};
 use super::reply::{error, json, AdminResponse};
+use super::session_count;
 use crate::balance::Backend;
 use crate::config::{AdminState, Algorithm, SessionMode};
 use crate::metrics::Reassign;
@@ -37,8 +38,8 @@ struct BackendView<'a> {
     health_checks: bool,
     /// Requests being forwarded to it right now.
     active_requests: usize,
-    /// Sessions pinned to it.
-    sessions: i64,
+    /// Sessions pinned to it (as the store counts them by name).
+    sessions: u64,
     weight: u32,
     max_connections: usize,
     /// Responses sent for it since start (counters survive reloads), in total and per class.
@@ -60,7 +61,7 @@ struct Classes {
     server_error: u64,
 }
 
-fn view(b: &Backend) -> BackendView<'_> {
+fn view(b: &Backend, sessions: u64) -> BackendView<'_> {
     let [informational, success, redirect, client_error, server_error] = b.responses.classes();
     BackendView {
         name: &b.name,
@@ -70,7 +71,7 @@ fn view(b: &Backend) -> BackendView<'_> {
         ejected: b.health.is_ejected(),
         health_checks: b.check.enabled,
         active_requests: b.in_flight(),
-        sessions: b.sessions.load(Relaxed).max(0),
+        sessions,
         weight: b.weight,
         max_connections: b.max_connections,
         requests: b.responses.total(),
@@ -82,7 +83,9 @@ fn view(b: &Backend) -> BackendView<'_> {
 /// expired pins first, so the session counts are current).
 pub fn backends(shared: &Shared) -> AdminResponse {
     let snap = shared.snapshot();
-    let views: Vec<BackendView> = snap.pool.backends().iter().map(|b| view(b)).collect();
+    let sessions = shared.store.sessions();
+    let views: Vec<BackendView> =
+        snap.pool.backends().iter().map(|b| view(b, session_count(&sessions, &b.name))).collect();
     json(StatusCode::OK, &views)
 }
 
@@ -90,7 +93,7 @@ pub fn backends(shared: &Shared) -> AdminResponse {
 pub fn backend(shared: &Shared, name: &str) -> AdminResponse {
     let snap = shared.snapshot();
     match snap.pool.get(name) {
-        Some(b) => json(StatusCode::OK, &view(b)),
+        Some(b) => json(StatusCode::OK, &view(b, session_count(&shared.store.sessions(), name))),
         None => unknown_backend(name),
     }
 }
@@ -114,7 +117,7 @@ pub fn set_state(shared: &Shared, name: &str, state: AdminState) -> AdminRespons
         to = state.as_str(),
         "backend state changed through the admin API"
     );
-    json(StatusCode::OK, &view(b))
+    json(StatusCode::OK, &view(b, session_count(&shared.store.sessions(), name)))
 }
 
 /// `GET` / `DELETE /api/sessions/{id}`: `id` is a session key, or a whole insert-mode cookie
@@ -122,15 +125,15 @@ pub fn set_state(shared: &Shared, name: &str, state: AdminState) -> AdminRespons
 pub async fn session(shared: &Shared, id: &str, delete: bool) -> AdminResponse {
     let snap = shared.snapshot();
     let key = snap.session.codec.as_ref().and_then(|c| c.verify(id)).map(|v| v.id).unwrap_or_else(|| id.to_owned());
-    let Some(backend) = shared.store.get(&key, &snap.pool).await else {
+    let Some(backend) = shared.store.get(&key).await else {
         return error(StatusCode::NOT_FOUND, "no such session");
     };
     if delete {
         shared.store.unpin(&key).await;
-        tracing::info!(backend = %backend.name, "session pin deleted through the admin API");
-        return json(StatusCode::OK, &serde_json::json!({ "id": key, "backend": &*backend.name, "deleted": true }));
+        tracing::info!(backend = %backend, "session pin deleted through the admin API");
+        return json(StatusCode::OK, &serde_json::json!({ "id": key, "backend": &*backend, "deleted": true }));
     }
-    json(StatusCode::OK, &serde_json::json!({ "id": key, "backend": &*backend.name }))
+    json(StatusCode::OK, &serde_json::json!({ "id": key, "backend": &*backend }))
 }
 
 /// `POST /api/reload`: as SIGHUP; 400 with every error when the file is rejected.
@@ -162,7 +165,7 @@ pub fn reload(shared: &Shared) -> AdminResponse {
 /// `GET /metrics`: Prometheus text, or OpenMetrics when the scraper asks for it.
 pub fn metrics(shared: &Shared, accept: Option<&HeaderValue>) -> AdminResponse {
     let format = Format::from_accept(accept.and_then(|v| v.to_str().ok()));
-    let body = prometheus::encode(shared.snapshot(), shared.metrics.clone(), format);
+    let body = prometheus::encode(shared.snapshot(), shared.metrics.clone(), shared.store.sessions(), format);
     super::reply::metrics(body, format.content_type())
 }
 

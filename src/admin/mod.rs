@@ -1,9 +1,10 @@
 //! The admin API on its own listener: process health, Prometheus metrics, backend state
 //! changes (drain / maint / enable), session lookups, reload, and the live status page.
 //!
-//! It owns no state: it reads the snapshot, the store and the metrics, and writes only a
-//! backend's admin state (an atomic in `balance::Backend`), pins, and (through reload) the
-//! snapshot. Routing and access control live here; the handlers are in `api`.
+//! It owns no state: it reads the snapshot, the store (pins, and session counts by backend
+//! name) and the metrics, and writes only a backend's admin state (an atomic in
+//! `balance::Backend`), pins, and (through reload) the snapshot. Routing and access control
+//! live here; the handlers are in `api`.
 //!
 //! Access: with `admin.token` set, every path but `/healthz` and the status page's static
 //! shell (`/`, which holds no data and reads the token from its URL fragment) needs
@@ -127,6 +128,11 @@ impl Resource {
 async fn count_sessions(shared: &Arc<Shared>) -> u64 {
     let shared = shared.clone();
     tokio::task::spawn_blocking(move || shared.store_len_for_metrics()).await.unwrap_or(0)
+}
+
+/// The count of backend `name` in the store's per-name session counts (0 if it has none).
+fn session_count(sessions: &[(Arc<str>, u64)], name: &str) -> u64 {
+    sessions.iter().find(|(n, _)| &**n == name).map_or(0, |&(_, count)| count)
 }
 
 async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {

@@ -51,9 +51,15 @@ impl Format {
 }
 
 /// Every metric, as text in `format`.
-pub fn encode(snapshot: Arc<Snapshot>, metrics: Arc<Metrics>, format: Format) -> String {
+/// `sessions`: the store's session counts by backend name.
+pub fn encode(
+    snapshot: Arc<Snapshot>,
+    metrics: Arc<Metrics>,
+    sessions: Vec<(Arc<str>, u64)>,
+    format: Format,
+) -> String {
     let mut registry = Registry::with_prefix(PREFIX);
-    registry.register_collector(Box::new(Scrape { snapshot, metrics }));
+    registry.register_collector(Box::new(Scrape { snapshot, metrics, sessions }));
     let mut out = String::with_capacity(8192);
     // Writing into a String cannot fail, and our collector returns no error of its own.
     let _ = match format {
@@ -67,6 +73,8 @@ pub fn encode(snapshot: Arc<Snapshot>, metrics: Arc<Metrics>, format: Format) ->
 struct Scrape {
     snapshot: Arc<Snapshot>,
     metrics: Arc<Metrics>,
+    /// Session counts by backend name, from the store.
+    sessions: Vec<(Arc<str>, u64)>,
 }
 
 impl fmt::Debug for Scrape {
@@ -140,7 +148,8 @@ impl Scrape {
     fn sessions(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let mut m = enc.encode_descriptor("sessions", "Sessions pinned to the backend", None, MetricType::Gauge)?;
         for b in self.snapshot.pool.backends() {
-            ConstGauge::new(b.sessions.load(Relaxed).max(0)).encode(m.encode_family(&[("backend", &*b.name)])?)?;
+            let n = super::session_count(&self.sessions, &b.name) as i64;
+            ConstGauge::new(n).encode(m.encode_family(&[("backend", &*b.name)])?)?;
         }
         let help = "Sessions moved to another backend, by why their backend could not serve them";
         let mut m = enc.encode_descriptor("session_reassignments", help, None, MetricType::Counter)?;
@@ -203,7 +212,7 @@ mod tests {
         metrics.observe_duration(Duration::from_secs(20));
         snap.pool.get("b").unwrap().set_state(AdminState::Drain);
 
-        let text = encode(snap, metrics, Format::Prometheus);
+        let text = encode(snap, metrics, Vec::new(), Format::Prometheus);
         let l = lines(&text);
         for want in [
             "# TYPE stickylb_requests_total counter",
@@ -238,7 +247,7 @@ mod tests {
 
     #[test]
     fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
-        let text = encode(Arc::new(snapshot(&["a"], None)), Arc::default(), Format::OpenMetrics);
+        let text = encode(Arc::new(snapshot(&["a"], None)), Arc::default(), Vec::new(), Format::OpenMetrics);
         assert!(lines(&text).contains(&"# TYPE stickylb_requests counter"), "{text}");
         assert!(lines(&text).contains(&"# UNIT stickylb_request_duration_seconds seconds"), "{text}");
         assert!(text.ends_with("# EOF\n"));
@@ -251,7 +260,7 @@ mod tests {
         let second = Arc::new(snapshot(&["a"], Some(&first)));
         // A request still running on the old snapshot counts in the new one too.
         first.pool.get("a").unwrap().responses.count(204);
-        let text = encode(second, Arc::default(), Format::Prometheus);
+        let text = encode(second, Arc::default(), Vec::new(), Format::Prometheus);
         assert!(lines(&text).contains(&"stickylb_requests_total{backend=\"a\",code=\"204\"} 2"), "{text}");
         assert!(!text.contains("backend=\"b\""), "a removed backend is still exported:\n{text}");
     }

@@ -5,7 +5,7 @@
 use crate::config::{AdminState, BackendAddr, BackendConfig, HealthConfig};
 use crate::health::Health;
 use crate::metrics::StatusCounters;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,9 +27,6 @@ pub struct Backend {
     /// The state the config file gave; a reload only overrides a run-time change (admin API)
     /// when the file's value itself changed.
     config_state: AdminState,
-    /// Pins currently pointing here (maintained by the affinity store); shared with the
-    /// reconfigured copies of this backend so counts survive a reload.
-    pub sessions: Arc<AtomicI64>,
     /// Responses by status code (the backend's, or ours on 502/503/504); shared with the
     /// reconfigured copies of this backend, so that requests still running on an old snapshot
     /// count too and the counters survive a reload.
@@ -49,7 +46,6 @@ impl Backend {
             state: AtomicU8::new(state_to_u8(cfg.state)),
             config_state: cfg.state,
             in_flight: AtomicUsize::new(0),
-            sessions: Arc::new(AtomicI64::new(0)),
             responses: Arc::default(),
         }
     }
@@ -57,7 +53,6 @@ impl Backend {
     /// A copy for a reloaded config: same name and address, new settings, same live state.
     pub fn reconfigured(&self, cfg: &BackendConfig, health: &HealthConfig) -> Self {
         let mut b = Backend::new(cfg, health);
-        b.sessions = self.sessions.clone();
         if cfg.state == self.config_state {
             b.set_state(self.state());
         }

@@ -32,6 +32,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tunnel::UpgradeRequest;
 
+/// Header lines a request or a backend response may have (hyper's default is 100): a head
+/// within `max_header_bytes` must not be refused for its number of lines (SPEC: >= 500).
+pub const MAX_HEADER_LINES: usize = 1000;
+
 /// Names the backend a session was moved away from.
 pub const PREVIOUS_BACKEND: HeaderName = HeaderName::from_static("x-stickylb-previous-backend");
 /// Names the backend that served (with `log.debug_headers`).

@@ -140,7 +140,7 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<SendRequest
     };
     let _ = stream.set_nodelay(true);
     let mut builder = http1::Builder::new();
-    builder.max_headers(crate::server::MAX_HEADER_LINES);
+    builder.max_headers(super::MAX_HEADER_LINES);
     let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.map_err(|e| {
         tracing::debug!(backend = %authority, error = %e, "handshake failed");
         ProxyError::Connect

@@ -81,7 +81,7 @@ impl Router<'_> {
         let (snap, pool) = (self.snap, &self.snap.pool);
         let Extracted { key, route, .. } = session;
         let table = match &key {
-            Some(k) => pins::lookup(self.store, k, pool).await,
+            Some(k) => pins::lookup(self.store, k).await,
             None => None,
         };
         let now = crate::store::unix_ms();
@@ -144,7 +144,7 @@ impl Router<'_> {
     /// can serve the session.
     async fn pin_new(&self, plan: &mut Plan, created_ms: Option<u64>) {
         let Some(key) = &plan.key else { return };
-        let won = pins::pin_new(self.store, key, &plan.backend, created_ms, &self.snap.pool).await;
+        let won = pins::pin_new(self.store, key, &plan.backend.name, created_ms).await;
         self.adopt(plan, &won, &[]);
     }
 
@@ -155,9 +155,9 @@ impl Router<'_> {
             return;
         }
         let won = if from_cookie_only {
-            pins::pin_new(self.store, key, &plan.backend, None, &self.snap.pool).await
+            pins::pin_new(self.store, key, &plan.backend.name, None).await
         } else {
-            pins::move_pin(self.store, key, from, &plan.backend, &self.snap.pool).await
+            pins::move_pin(self.store, key, from, &plan.backend.name).await
         };
         let refused = plan.refused.clone();
         self.adopt(plan, &won, &refused);
@@ -219,7 +219,7 @@ impl Router<'_> {
     pub async fn learn(&self, plan: &Plan, headers: &HeaderMap) -> Option<HeaderValue> {
         let session = &self.snap.session;
         match session.learn(headers) {
-            Some(Learned::Pin(id)) => pins::pin(self.store, &id, &plan.backend).await,
+            Some(Learned::Pin(id)) => pins::pin(self.store, &id, &plan.backend.name).await,
             Some(Learned::Forget) => {
                 if let Some(k) = &plan.key {
                     pins::unpin(self.store, k).await;

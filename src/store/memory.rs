@@ -1,21 +1,20 @@
-//! The in-memory affinity table: a compact sharded table ([`super::table`]: hashed keys, backend
-//! ids, idle and lifetime expiry, sampled-LRU size bound) over a registry of backend ids
-//! ([`super::backends`]) that turns ids back into backends and keeps each backend's session
-//! count exact, whatever removed a pin (expiry, size, replace, unpin, reassign).
+//! The in-memory affinity table: a compact sharded table ([`super::table`]: hashed keys, name
+//! ids, idle and lifetime expiry, sampled-LRU size bound) over a registry of backend names
+//! ([`super::names`]) that turns ids back into names and keeps each name's session count
+//! exact, whatever removed a pin (expiry, size, replace, unpin, reassign).
 //! With `cluster.snapshot_file`, the table is saved on graceful shutdown and loaded at start
 //! (see [`super::snapshot`] for what survives).
 
-use super::backends::BackendIds;
+use super::names::Names;
 use super::snapshot::{self, SavedPin};
 use super::table::{HashKey, Limits, PinKey, Table};
 use super::{unix_ms, AffinityStore};
-use crate::balance::{Backend, Pool};
 use crate::config::SessionConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub struct MemoryStore {
-    table: Table<BackendIds>,
+    table: Table<Names>,
     limits: Limits,
     /// Where pins are saved on shutdown and loaded from at start.
     snapshot_file: Option<PathBuf>,
@@ -25,7 +24,7 @@ impl MemoryStore {
     pub fn new(cfg: &SessionConfig) -> MemoryStore {
         let limits =
             Limits { idle_timeout: cfg.idle_timeout, max_lifetime: cfg.max_lifetime, max_entries: cfg.max_entries };
-        MemoryStore { table: Table::new(limits, HashKey::random(), BackendIds::default()), limits, snapshot_file: None }
+        MemoryStore { table: Table::new(limits, HashKey::random(), Names::default()), limits, snapshot_file: None }
     }
 
     /// Save pins to `file` on [`save_snapshot`](Self::save_snapshot) and load them in
@@ -34,29 +33,29 @@ impl MemoryStore {
     pub fn with_snapshot_file(mut self, file: Option<PathBuf>) -> MemoryStore {
         let saved_key = file.as_deref().and_then(snapshot::hash_key).and_then(|k| HashKey::from_hex(&k));
         if let Some(key) = saved_key.filter(|&k| k != self.table.hash_key() && self.table.is_empty()) {
-            self.table = Table::new(self.limits, key, BackendIds::default());
+            self.table = Table::new(self.limits, key, Names::default());
         }
         self.snapshot_file = file;
         self
     }
 
-    fn ids(&self) -> &BackendIds {
+    fn names(&self) -> &Names {
         self.table.counts()
     }
 
-    pub fn get_sync(&self, key: &str) -> Option<Arc<Backend>> {
+    pub fn get_sync(&self, key: &str) -> Option<Arc<str>> {
         let id = self.table.get(self.table.key(key))?;
-        Some(self.ids().get(id))
+        Some(self.names().get(id))
     }
 
-    pub fn pin_sync(&self, key: &str, backend: &Arc<Backend>) {
-        let id = self.ids().id(backend);
+    pub fn pin_sync(&self, key: &str, backend: &str) {
+        let id = self.names().id(backend);
         self.table.update(self.table.key(key), |_| Some(id));
     }
 
     /// Every live pin (for snapshots); O(n). Session keys are not kept, only their hashes.
-    pub fn iter(&self) -> impl Iterator<Item = (PinKey, Arc<Backend>)> + '_ {
-        self.table.entries().map(|e| (e.key, self.ids().get(e.value)))
+    pub fn iter(&self) -> impl Iterator<Item = (PinKey, Arc<str>)> + '_ {
+        self.table.entries().map(|e| (e.key, self.names().get(e.value)))
     }
 
     /// Write every live pin to the snapshot file, if one is configured. Errors are logged:
@@ -66,7 +65,7 @@ impl MemoryStore {
         let pins = self.table.entries().map(|e| SavedPin {
             key: None,
             hash: Some(e.key.to_hex()),
-            backend: self.ids().get(e.value).name.to_string(),
+            backend: self.names().get(e.value).to_string(),
             created_ms: e.created_ms,
             used_ms: Some(e.used_ms),
         });
@@ -77,11 +76,12 @@ impl MemoryStore {
     }
 
     /// Load the snapshot file, if one is configured and present: pins still within their idle
-    /// timeout and lifetime whose backend is in `pool`. A missing or bad file starts empty.
-    pub fn load_snapshot(&self, pool: &Pool) {
+    /// timeout and lifetime whose backend name `known` accepts (the running config has it). A
+    /// missing or bad file starts empty.
+    pub fn load_snapshot(&self, known: impl Fn(&str) -> bool) {
         let Some(path) = &self.snapshot_file else { return };
         let (mut loaded, mut skipped) = (0u64, 0u64);
-        let result = self.load_from(path, pool, |ok| if ok { loaded += 1 } else { skipped += 1 });
+        let result = self.load_from(path, known, |ok| if ok { loaded += 1 } else { skipped += 1 });
         match result {
             Ok(Some(expired)) => tracing::info!(
                 file = %path.display(), pins = loaded, expired, unknown_backend = skipped,
@@ -96,7 +96,12 @@ impl MemoryStore {
 
     /// Restore the live pins of `path`; `counted(false)` for each pin whose backend is gone (or
     /// whose hash is unreadable).
-    fn load_from(&self, path: &Path, pool: &Pool, mut counted: impl FnMut(bool)) -> std::io::Result<Option<u64>> {
+    fn load_from(
+        &self,
+        path: &Path,
+        known: impl Fn(&str) -> bool,
+        mut counted: impl FnMut(bool),
+    ) -> std::io::Result<Option<u64>> {
         let limits =
             snapshot::Limits { idle_timeout: self.limits.idle_timeout, max_lifetime: self.limits.max_lifetime };
         let hash_key = self.table.hash_key().to_hex();
@@ -106,43 +111,42 @@ impl MemoryStore {
                 (None, Some(hash)) => PinKey::from_hex(hash),
                 (None, None) => None,
             };
-            match (key, pool.get(&pin.backend)) {
-                (Some(key), Some(b)) => {
+            match key.filter(|_| known(&pin.backend)) {
+                Some(key) => {
                     let used_ms = pin.used_ms.unwrap_or(pin.created_ms);
-                    self.table.restore(key, self.ids().id(b), pin.created_ms, used_ms);
+                    self.table.restore(key, self.names().id(&pin.backend), pin.created_ms, used_ms);
                     counted(true);
                 }
-                _ => counted(false),
+                None => counted(false),
             }
         })
     }
 }
 
 impl AffinityStore for MemoryStore {
-    async fn get(&self, key: &str, _pool: &Pool) -> Option<Arc<Backend>> {
+    async fn get(&self, key: &str) -> Option<Arc<str>> {
         self.get_sync(key)
     }
 
-    async fn pin(&self, key: &str, backend: &Arc<Backend>) {
+    async fn pin(&self, key: &str, backend: &str) {
         self.pin_sync(key, backend)
     }
 
-    async fn reassign(&self, key: &str, from: &Arc<Backend>, to: &Arc<Backend>, _pool: &Pool) -> Arc<Backend> {
-        let ids = self.ids();
-        let to_id = ids.id(to);
-        // Compared by name: the pool may have been rebuilt by a reload since the pin.
+    async fn reassign(&self, key: &str, from: &str, to: &str) -> Arc<str> {
+        let names = self.names();
+        let (from, to) = (names.lookup(from), names.id(to));
         let holds = self.table.update(self.table.key(key), |current| match current {
-            Some(id) if !ids.has_name(id, &from.name) => None,
-            _ => Some(to_id),
+            Some(id) if Some(id) != from => None,
+            _ => Some(to),
         });
-        holds.map_or_else(|| to.clone(), |id| ids.get(id))
+        names.get(holds.unwrap_or(to))
     }
 
-    async fn pin_if_absent(&self, key: &str, backend: &Arc<Backend>, _pool: &Pool) -> Arc<Backend> {
-        let ids = self.ids();
-        let id = ids.id(backend);
-        let holds = self.table.update(self.table.key(key), |current| current.is_none().then_some(id));
-        holds.map_or_else(|| backend.clone(), |id| ids.get(id))
+    async fn pin_if_absent(&self, key: &str, backend: &str, created_ms: Option<u64>) -> Arc<str> {
+        let names = self.names();
+        let id = names.id(backend);
+        let holds = self.table.update_at(self.table.key(key), created_ms, |current| current.is_none().then_some(id));
+        names.get(holds.unwrap_or(id))
     }
 
     async fn unpin(&self, key: &str) {
@@ -152,138 +156,140 @@ impl AffinityStore for MemoryStore {
     fn len(&self) -> u64 {
         self.table.len()
     }
+
+    fn sessions(&self) -> Vec<(Arc<str>, u64)> {
+        self.names().sessions()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
     use std::time::Duration;
 
-    fn config(backends: &[&str], extra: &str) -> crate::config::Config {
-        let mut text = format!("[session]\n{extra}\n");
-        for (i, b) in backends.iter().enumerate() {
-            text.push_str(&format!("[[backend]]\nname = \"{b}\"\naddress = \"127.0.0.1:{}\"\n", 9000 + i));
-        }
+    fn config(extra: &str) -> crate::config::Config {
+        let text = format!("[session]\n{extra}\n[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:9000\"\n");
         crate::config::parse(&text, "t").unwrap()
     }
 
-    fn sessions(pool: &Pool) -> Vec<i64> {
-        pool.backends().iter().map(|b| b.sessions.load(Relaxed)).collect()
+    /// The store's session counts of `names`, in that order.
+    fn sessions<const N: usize>(store: &MemoryStore, names: [&str; N]) -> [u64; N] {
+        let all = store.sessions();
+        names.map(|n| all.iter().find(|(name, _)| &**name == n).map_or(0, |&(_, c)| c))
     }
 
-    fn name(b: Option<Arc<Backend>>) -> Option<String> {
-        b.map(|b| b.name.to_string())
+    fn name(b: Option<Arc<str>>) -> Option<String> {
+        b.map(|b| b.to_string())
     }
 
     #[test]
     fn a_pin_created_before_it_entered_the_table_keeps_only_its_remaining_lifetime() {
-        let cfg = config(&["a"], "max_lifetime = \"1h\"");
-        let pool = Pool::new(&cfg, None);
+        let cfg = config("max_lifetime = \"1h\"");
         let store = MemoryStore::new(&cfg.session);
-        let a = &pool.backends()[0];
         let now = unix_ms();
-        store.table.restore(store.table.key("old"), store.ids().id(a), now - 3_600_000 + 50, now);
-        store.pin_sync("new", a);
+        store.table.restore(store.table.key("old"), store.names().id("a"), now - 3_600_000 + 50, now);
+        store.pin_sync("new", "a");
         assert!(store.get_sync("old").is_some());
         // Times are 1/16 s ticks: wait out the 50 ms and the rounding.
         std::thread::sleep(Duration::from_millis(250));
         assert!(store.get_sync("old").is_none(), "lifetime over");
         assert!(store.get_sync("new").is_some());
         assert_eq!(store.len(), 1);
-        assert_eq!(a.sessions.load(Relaxed), 1, "the expired pin was uncounted");
+        assert_eq!(sessions(&store, ["a"]), [1], "the expired pin was uncounted");
+    }
+
+    #[test]
+    fn pin_if_absent_counts_the_lifetime_from_the_sessions_creation() {
+        let store = MemoryStore::new(&config("max_lifetime = \"2s\"").session);
+        let now = unix_ms();
+        let over = ready(store.pin_if_absent("over", "a", Some(now - 2_100)));
+        assert_eq!((&*over, store.get_sync("over")), ("a", None), "answered, not stored");
+        ready(store.pin_if_absent("old", "a", Some(now - 1_500)));
+        assert!(store.get_sync("old").is_some());
+        std::thread::sleep(Duration::from_millis(1_000));
+        assert!(store.get_sync("old").is_none(), "lifetime over");
+        assert_eq!(sessions(&store, ["a"]), [0]);
     }
 
     #[test]
     fn idle_pins_expire_and_are_uncounted() {
-        let cfg = config(&["a", "b"], "idle_timeout = \"200ms\"");
-        let pool = Pool::new(&cfg, None);
+        let cfg = config("idle_timeout = \"200ms\"");
         let store = MemoryStore::new(&cfg.session);
-        store.pin_sync("kept", &pool.backends()[0]);
-        store.pin_sync("idle", &pool.backends()[1]);
+        store.pin_sync("kept", "a");
+        store.pin_sync("idle", "b");
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(100));
             assert!(store.get_sync("kept").is_some());
         }
         assert_eq!(store.len(), 1, "the idle pin was swept");
-        assert_eq!(sessions(&pool), [1, 0]);
+        assert_eq!(sessions(&store, ["a", "b"]), [1, 0]);
         assert!(store.get_sync("idle").is_none());
     }
 
     #[test]
     fn a_reassignment_only_moves_a_session_from_where_it_is() {
-        let cfg = config(&["a", "b", "c"], "");
-        let pool = Pool::new(&cfg, None);
-        let [a, b, c] = [0, 1, 2].map(|i| pool.backends()[i].clone());
-        let store = MemoryStore::new(&cfg.session);
-        store.pin_sync("s", &a);
-        let moved = |from, to| ready(store.reassign("s", from, to, &pool)).name.to_string();
-        assert_eq!(moved(&a, &b), "b", "pinned to a: moved");
-        assert_eq!(moved(&a, &c), "b", "moved away from a already: the first move holds");
-        assert_eq!(store.get_sync("s").unwrap().name.as_ref(), "b");
+        let store = MemoryStore::new(&config("").session);
+        store.pin_sync("s", "a");
+        let moved = |from, to| ready(store.reassign("s", from, to)).to_string();
+        assert_eq!(moved("a", "b"), "b", "pinned to a: moved");
+        assert_eq!(moved("a", "c"), "b", "moved away from a already: the first move holds");
+        assert_eq!(store.get_sync("s").as_deref(), Some("b"));
         ready(store.unpin("s"));
-        assert_eq!(moved(&a, &c), "c", "no pin any more: pinned");
+        assert_eq!(moved("a", "c"), "c", "no pin any more: pinned");
+        assert_eq!(moved("never-seen", "a"), "c", "from a name never pinned: kept");
         assert_eq!(store.len(), 1);
-        assert_eq!([&a, &b, &c].map(|x| x.sessions.load(Relaxed)), [0, 0, 1]);
+        assert_eq!(sessions(&store, ["a", "b", "c"]), [0, 0, 1]);
     }
 
     #[test]
     fn counts_stay_exact_through_replace_unpin_pin_if_absent_and_eviction() {
-        let cfg = config(&["a", "b"], "max_entries = 100");
-        let pool = Pool::new(&cfg, None);
-        let [a, b] = [0, 1].map(|i| pool.backends()[i].clone());
-        let store = MemoryStore::new(&cfg.session);
-        store.pin_sync("s", &a);
-        store.pin_sync("s", &b);
-        assert_eq!(sessions(&pool), [0, 1], "replaced");
-        assert_eq!(ready(store.pin_if_absent("s", &a, &pool)).name.as_ref(), "b", "present: kept");
-        assert_eq!(ready(store.pin_if_absent("t", &a, &pool)).name.as_ref(), "a", "absent: pinned");
-        assert_eq!(sessions(&pool), [1, 1]);
+        let store = MemoryStore::new(&config("max_entries = 100").session);
+        store.pin_sync("s", "a");
+        store.pin_sync("s", "b");
+        assert_eq!(sessions(&store, ["a", "b"]), [0, 1], "replaced");
+        assert_eq!(&*ready(store.pin_if_absent("s", "a", None)), "b", "present: kept");
+        assert_eq!(&*ready(store.pin_if_absent("t", "a", None)), "a", "absent: pinned");
+        assert_eq!(sessions(&store, ["a", "b"]), [1, 1]);
         ready(store.unpin("s"));
         ready(store.unpin("s"));
-        assert_eq!(sessions(&pool), [1, 0]);
+        assert_eq!(sessions(&store, ["a", "b"]), [1, 0]);
         for i in 0..1000 {
-            store.pin_sync(&format!("k{i}"), &pool.backends()[i % 2]);
+            store.pin_sync(&format!("k{i}"), ["a", "b"][i % 2]);
         }
         let n = store.len();
         assert!(n <= 100 && n > 80, "{n} pins for max_entries = 100");
-        assert_eq!(sessions(&pool).iter().sum::<i64>() as u64, n, "evictions uncounted");
+        assert_eq!(sessions(&store, ["a", "b"]).iter().sum::<u64>(), n, "evictions uncounted");
     }
 
     #[test]
-    fn a_pin_to_a_removed_backend_is_still_returned_for_reassignment() {
-        let before = config(&["a", "b"], "");
-        let old = Pool::new(&before, None);
-        let store = MemoryStore::new(&before.session);
-        store.pin_sync("s", &old.backends()[1]);
-        drop(old);
-        let new = Pool::new(&config(&["a"], ""), None);
-        let pinned = store.get_sync("s").expect("still pinned");
-        assert_eq!(&*pinned.name, "b");
-        assert!(new.current(&pinned).is_none(), "the caller sees it is gone");
-        let to = ready(store.reassign("s", &pinned, &new.backends()[0], &new));
-        assert_eq!((&*to.name, pinned.sessions.load(Relaxed)), ("a", 0));
+    fn a_pin_is_to_a_name_and_lookups_hand_back_the_interned_name() {
+        let store = MemoryStore::new(&config("").session);
+        store.pin_sync("s", "b");
+        let (first, again) = (store.get_sync("s").unwrap(), store.get_sync("s").unwrap());
+        assert!(Arc::ptr_eq(&first, &again), "no allocation per lookup");
+        // Whatever the caller's config says of "b" now (moved, removed), the pin names it; the
+        // caller reassigns a name it does not have.
+        let to = ready(store.reassign("s", &first, "a"));
+        assert_eq!((&*to, sessions(&store, ["a", "b"])), ("a", [1, 0]));
     }
 
     #[test]
     fn two_threads_pin_and_look_up_together() {
-        let cfg = config(&["a", "b"], "");
-        let pool = Pool::new(&cfg, None);
-        let store = MemoryStore::new(&cfg.session);
+        let store = MemoryStore::new(&config("").session);
         std::thread::scope(|s| {
             for t in 0..2 {
-                let (store, pool) = (&store, &pool);
+                let store = &store;
                 s.spawn(move || {
                     for i in 0..20_000 {
                         let key = format!("s{}", i % 3000);
-                        let won = ready(store.pin_if_absent(&key, &pool.backends()[t], pool));
-                        assert_eq!(store.get_sync(&key).map(|b| b.name.clone()), Some(won.name.clone()));
+                        let won = ready(store.pin_if_absent(&key, ["a", "b"][t], None));
+                        assert_eq!(store.get_sync(&key), Some(won));
                     }
                 });
             }
         });
         assert_eq!(store.len(), 3000);
-        assert_eq!(sessions(&pool).iter().sum::<i64>(), 3000);
+        assert_eq!(sessions(&store, ["a", "b"]).iter().sum::<u64>(), 3000);
     }
 
     /// Polls a future that never waits (the memory store's) to its result.
@@ -305,20 +311,17 @@ mod tests {
     fn snapshot_round_trip_skips_backends_that_are_gone() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pins.jsonl");
-        let before = config(&["a", "b"], "");
-        let pool = Pool::new(&before, None);
-        let store = MemoryStore::new(&before.session).with_snapshot_file(Some(file.clone()));
-        store.pin_sync("s1", &pool.backends()[0]);
-        store.pin_sync("s2", &pool.backends()[1]);
+        let cfg = config("");
+        let store = MemoryStore::new(&cfg.session).with_snapshot_file(Some(file.clone()));
+        store.pin_sync("s1", "a");
+        store.pin_sync("s2", "b");
         store.save_snapshot();
 
-        let after = config(&["a", "c"], "");
-        let pool = Pool::new(&after, None);
-        let store = MemoryStore::new(&after.session).with_snapshot_file(Some(file));
-        store.load_snapshot(&pool);
+        let store = MemoryStore::new(&cfg.session).with_snapshot_file(Some(file));
+        store.load_snapshot(|name| ["a", "c"].contains(&name));
         assert_eq!(name(store.get_sync("s1")).as_deref(), Some("a"));
         assert!(store.get_sync("s2").is_none(), "backend b no longer exists");
-        assert_eq!(sessions(&pool), [1, 0]);
+        assert_eq!(sessions(&store, ["a", "c"]), [1, 0]);
     }
 
     #[test]
@@ -332,31 +335,28 @@ mod tests {
             format!(r#"{{"key":"s2","backend":"b","created_ms":{}}}"#, now - 1000),
         ];
         std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-        let cfg = config(&["a", "b"], "");
-        let pool = Pool::new(&cfg, None);
-        let store = MemoryStore::new(&cfg.session).with_snapshot_file(Some(file));
-        store.load_snapshot(&pool);
+        let store = MemoryStore::new(&config("").session).with_snapshot_file(Some(file));
+        store.load_snapshot(|name| ["a", "b"].contains(&name));
         assert_eq!(name(store.get_sync("s1")).as_deref(), Some("a"));
         assert_eq!(name(store.get_sync("s2")).as_deref(), Some("b"));
-        assert_eq!(sessions(&pool), [1, 1]);
+        assert_eq!(sessions(&store, ["a", "b"]), [1, 1]);
     }
 
     #[test]
     fn a_snapshot_keeps_creation_and_last_use() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pins.jsonl");
-        let cfg = config(&["a"], "max_lifetime = \"1h\"");
-        let pool = Pool::new(&cfg, None);
+        let cfg = config("max_lifetime = \"1h\"");
         let store = MemoryStore::new(&cfg.session).with_snapshot_file(Some(file.clone()));
         let now = unix_ms();
-        store.table.restore(store.table.key("s"), store.ids().id(&pool.backends()[0]), now - 600_000, now - 60_000);
+        store.table.restore(store.table.key("s"), store.names().id("a"), now - 600_000, now - 60_000);
         store.save_snapshot();
         let again = MemoryStore::new(&cfg.session).with_snapshot_file(Some(file));
-        again.load_snapshot(&pool);
+        again.load_snapshot(|name| name == "a");
         let e: Vec<_> = again.table.entries().collect();
         assert_eq!(e.len(), 1);
         assert!(e[0].created_ms.abs_diff(now - 600_000) < 200, "{e:?}");
         assert!(e[0].used_ms.abs_diff(now - 60_000) < 200, "{e:?}");
-        assert_eq!(again.iter().next().map(|(k, b)| (k, b.name.to_string())), Some((again.table.key("s"), "a".into())));
+        assert_eq!(again.iter().next().map(|(k, b)| (k, b.to_string())), Some((again.table.key("s"), "a".into())));
     }
 }

@@ -1,62 +1,57 @@
-//! The node affinity table: session key -> backend.
+//! The node affinity table: session key -> backend *name*.
 //!
 //! This module owns the [`AffinityStore`] trait and its implementations: [`MemoryStore`] (one
 //! process, a compact table of hashed keys, bounded, idle and lifetime expiry, optionally saved
 //! to a snapshot file across restarts) and [`RedisStore`] (several instances sharing pins through Redis, with a local
 //! cache in front and pub/sub to hear other instances' reassignments). It does not decide
-//! anything: the session module asks, the proxy pins.
+//! anything and knows nothing of the balancer: pins name backends, and the caller resolves a
+//! name against its pool (a name the pool does not have is a removed backend, for the caller
+//! to reassign). It must not import `balance`, `state`, `proxy` or `server`.
 //!
 //! Besides the per-request calls, [`Store::start`] (before serving: load the snapshot, start
 //! the Redis event listener) and [`Store::stop`] (after the server drained: save the snapshot,
 //! stop the listener) are the store's whole life cycle.
 
-mod backends;
 mod expiry;
 mod memory;
+mod names;
+mod pin_key;
 mod redis;
 mod snapshot;
 mod table;
 
 pub use memory::MemoryStore;
+pub use pin_key::PinKey;
 pub use redis::RedisStore;
-pub use table::PinKey;
 
-use crate::balance::{Backend, Pool};
 use crate::config::{Config, SessionConfig, StoreKind};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use std::future::Future;
 use std::sync::Arc;
 
-/// What every affinity table offers. Values are backends; a pin may outlive its backend's
-/// place in the pool (after a reload), so callers map it through `Pool::current`.
+/// What every affinity table offers. Values are backend names, interned: a lookup hands back
+/// a reference count of the store's own `Arc<str>`. A pin is to the name, so it survives a
+/// change of that backend's address; a pin to a name the current config does not have is
+/// still returned (the caller reassigns it).
 pub trait AffinityStore: Send + Sync {
-    /// The backend `key` is pinned to, refreshing its idle expiry. `pool` resolves backend
-    /// names for stores that keep names (Redis); a pin to a backend that is not in the pool
-    /// any more may still be returned (the caller reassigns it).
-    fn get(&self, key: &str, pool: &Pool) -> impl Future<Output = Option<Arc<Backend>>> + Send;
-    /// Pin `key` to `backend`, replacing any previous pin (the backend itself named the
+    /// The backend name `key` is pinned to, refreshing its idle expiry.
+    fn get(&self, key: &str) -> impl Future<Output = Option<Arc<str>>> + Send;
+    /// Pin `key` to `backend`, replacing any previous pin (the backend itself issued the
     /// session, as in learn mode).
-    fn pin(&self, key: &str, backend: &Arc<Backend>) -> impl Future<Output = ()> + Send;
+    fn pin(&self, key: &str, backend: &str) -> impl Future<Output = ()> + Send;
     /// Move `key` from `from` to `to`, unless it is not pinned to `from` any more (another
-    /// request or instance moved it first); returns the pin that holds afterwards. A
+    /// request or instance moved it first); returns the name that holds afterwards. A
     /// compare-and-set, so that two instances noticing the same dead backend do not overwrite
     /// each other's choice and bounce the session.
-    fn reassign(
-        &self,
-        key: &str,
-        from: &Arc<Backend>,
-        to: &Arc<Backend>,
-        pool: &Pool,
-    ) -> impl Future<Output = Arc<Backend>> + Send;
-    /// Pin `key` to `backend` unless it is pinned already; returns the pin that holds (another
-    /// instance may have won the race for a new session).
-    fn pin_if_absent(
-        &self,
-        key: &str,
-        backend: &Arc<Backend>,
-        pool: &Pool,
-    ) -> impl Future<Output = Arc<Backend>> + Send;
+    fn reassign(&self, key: &str, from: &str, to: &str) -> impl Future<Output = Arc<str>> + Send;
+    /// Pin `key` to `backend` unless it is pinned already; returns the name that holds (another
+    /// instance may have won the race for a new session). `created_ms` (Unix ms) is when the
+    /// session was created, if before now (`None`: now): a pin restored from a cookie that
+    /// names its backend and creation time keeps only what is left of `max_lifetime`. A pin
+    /// whose lifetime is over is not stored (`backend` is returned all the same).
+    fn pin_if_absent(&self, key: &str, backend: &str, created_ms: Option<u64>)
+        -> impl Future<Output = Arc<str>> + Send;
     /// Forget the pin of `key`.
     fn unpin(&self, key: &str) -> impl Future<Output = ()> + Send;
     /// Number of live pins (after pending evictions have run).
@@ -65,6 +60,11 @@ pub trait AffinityStore: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Live pins per backend name, as this instance sees them (memory: exact; Redis: the
+    /// pins in its local cache), for every name the store has seen. Counted as pins come and
+    /// go; expired pins leave at the next sweep, which [`len`](Self::len) runs (call it first
+    /// for current counts). Not for the request path: it copies the list.
+    fn sessions(&self) -> Vec<(Arc<str>, u64)>;
 }
 
 /// The configured store.
@@ -90,12 +90,12 @@ impl Store {
         }
     }
 
-    /// Before serving: load the memory store's snapshot (pins resolved through `pool`), or
-    /// start the Redis store's event listener (stopped when `shutdown` flips or the store is
-    /// dropped).
-    pub fn start(&self, pool: &Pool, shutdown: Shutdown) {
+    /// Before serving: load the memory store's snapshot (pins to the backend names `known`
+    /// accepts; the others are dropped), or start the Redis store's event listener (stopped
+    /// when `shutdown` flips or the store is dropped).
+    pub fn start(&self, known: impl Fn(&str) -> bool, shutdown: Shutdown) {
         match self {
-            Store::Memory(m) => m.load_snapshot(pool),
+            Store::Memory(m) => m.load_snapshot(known),
             Store::Redis(r) => r.start(shutdown),
         }
     }
@@ -126,28 +126,28 @@ impl Store {
 }
 
 impl AffinityStore for Store {
-    async fn get(&self, key: &str, pool: &Pool) -> Option<Arc<Backend>> {
+    async fn get(&self, key: &str) -> Option<Arc<str>> {
         match self {
-            Store::Memory(m) => m.get(key, pool).await,
-            Store::Redis(r) => r.get(key, pool).await,
+            Store::Memory(m) => m.get(key).await,
+            Store::Redis(r) => r.get(key).await,
         }
     }
-    async fn pin(&self, key: &str, backend: &Arc<Backend>) {
+    async fn pin(&self, key: &str, backend: &str) {
         match self {
             Store::Memory(m) => m.pin(key, backend).await,
             Store::Redis(r) => r.pin(key, backend).await,
         }
     }
-    async fn reassign(&self, key: &str, from: &Arc<Backend>, to: &Arc<Backend>, pool: &Pool) -> Arc<Backend> {
+    async fn reassign(&self, key: &str, from: &str, to: &str) -> Arc<str> {
         match self {
-            Store::Memory(m) => m.reassign(key, from, to, pool).await,
-            Store::Redis(r) => r.reassign(key, from, to, pool).await,
+            Store::Memory(m) => m.reassign(key, from, to).await,
+            Store::Redis(r) => r.reassign(key, from, to).await,
         }
     }
-    async fn pin_if_absent(&self, key: &str, backend: &Arc<Backend>, pool: &Pool) -> Arc<Backend> {
+    async fn pin_if_absent(&self, key: &str, backend: &str, created_ms: Option<u64>) -> Arc<str> {
         match self {
-            Store::Memory(m) => m.pin_if_absent(key, backend, pool).await,
-            Store::Redis(r) => r.pin_if_absent(key, backend, pool).await,
+            Store::Memory(m) => m.pin_if_absent(key, backend, created_ms).await,
+            Store::Redis(r) => r.pin_if_absent(key, backend, created_ms).await,
         }
     }
     async fn unpin(&self, key: &str) {
@@ -160,6 +160,12 @@ impl AffinityStore for Store {
         match self {
             Store::Memory(m) => m.len(),
             Store::Redis(r) => r.len(),
+        }
+    }
+    fn sessions(&self) -> Vec<(Arc<str>, u64)> {
+        match self {
+            Store::Memory(m) => m.sessions(),
+            Store::Redis(r) => r.sessions(),
         }
     }
 }

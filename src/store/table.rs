@@ -1,13 +1,14 @@
 //! The compact affinity table behind [`super::MemoryStore`] and the Redis store's local cache:
-//! session key -> a small `Copy` value ([`Value`]: a `u32` backend id for the memory store, see
-//! [`super::backends`]; a packed pin with sync state for the Redis cache), with idle expiry, a
+//! session key -> a small `Copy` value ([`Value`]: a `u32` backend-name id for the memory store,
+//! see [`super::names`]; a packed pin with sync state for the Redis cache), with idle expiry, a
 //! lifetime counted from each pin's creation and an approximately-LRU size bound. It owns the
 //! memory layout, expiry and eviction; what the values mean is the caller's, told through
-//! [`Counts`] (by the backend id each value names).
+//! [`Counts`] (by the backend-name id each value names).
 //!
 //! Layout: 20 bytes a pin plus the value (24 with a `u32`, 28 with the Redis cache's 8 bytes),
 //! plus hashbrown's control byte, so 1M memory-store pins fit in about 55 MB:
-//! - The key is not kept: a pin is found by 96 bits of a keyed SipHash-1-3 of it ([`PinKey`]).
+//! - The key is not kept: a pin is found by 96 bits of a keyed SipHash-1-3 of it ([`PinKey`],
+//!   see [`super::pin_key`]).
 //!   The hash key is random per table (or adopted from a snapshot), so clients cannot make keys
 //!   collide on purpose; by chance, two of 10M sessions share a `PinKey` with probability
 //!   about 10^-15, and the cost would be one session following the other's pin.
@@ -21,9 +22,8 @@
 //! A shard at its share of `max_entries` evicts, Redis-style, the least recently used of a
 //! few sampled pins.
 
+pub(crate) use super::pin_key::{HashKey, PinKey};
 use hashbrown::HashTable;
-use siphasher::sip128::{Hasher128, SipHasher13};
-use std::hash::Hasher;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -71,67 +71,6 @@ pub(crate) struct Limits {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub max_entries: u64,
-}
-
-/// What the table keeps of a session key: 96 bits of its keyed hash.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct PinKey([u32; 3]);
-
-impl PinKey {
-    /// The hash hashbrown places the pin by (words 0 and 1).
-    fn placement(self) -> u64 {
-        (u64::from(self.0[1]) << 32) | u64::from(self.0[0])
-    }
-
-    /// The shard, from word 2, which hashbrown does not see: shards and buckets stay independent.
-    fn shard(self, mask: usize) -> usize {
-        self.0[2] as usize & mask
-    }
-
-    /// 24 hex digits (the snapshot form).
-    pub fn to_hex(self) -> String {
-        format!("{:08x}{:08x}{:08x}", self.0[0], self.0[1], self.0[2])
-    }
-
-    pub fn from_hex(s: &str) -> Option<PinKey> {
-        let word = |i: usize| s.get(i * 8..i * 8 + 8).and_then(|w| u32::from_str_radix(w, 16).ok());
-        (s.len() == 24).then_some(())?;
-        Some(PinKey([word(0)?, word(1)?, word(2)?]))
-    }
-}
-
-impl std::fmt::Display for PinKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-/// The SipHash key of a table: whoever hashes with it finds the same pins (a snapshot saves it).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct HashKey(u64, u64);
-
-impl HashKey {
-    pub fn random() -> HashKey {
-        HashKey(rand::random(), rand::random())
-    }
-
-    /// 32 hex digits (the snapshot form).
-    pub fn to_hex(self) -> String {
-        format!("{:016x}{:016x}", self.0, self.1)
-    }
-
-    pub fn from_hex(s: &str) -> Option<HashKey> {
-        let half = |i: usize| s.get(i * 16..i * 16 + 16).and_then(|w| u64::from_str_radix(w, 16).ok());
-        (s.len() == 32).then_some(())?;
-        Some(HashKey(half(0)?, half(1)?))
-    }
-
-    fn pin_key(self, key: &str) -> PinKey {
-        let mut h = SipHasher13::new_with_keys(self.0, self.1);
-        h.write(key.as_bytes());
-        let h = h.finish128();
-        PinKey([h.h1 as u32, (h.h1 >> 32) as u32, h.h2 as u32])
-    }
 }
 
 /// Ticks per second: fine enough for sub-second test timeouts, coarse enough that a `u32`
@@ -286,12 +225,29 @@ impl<C: Counts, V: Value> Table<C, V> {
     /// Under the shard lock, `decide` sees the live value of `key` (refreshed) or `None`; if it
     /// returns a value, `key` is (re)pinned to it as a new pin. Returns the value that holds.
     pub fn update(&self, key: PinKey, decide: impl FnOnce(Option<V>) -> Option<V>) -> Option<V> {
+        self.update_at(key, None, decide)
+    }
+
+    /// [`update`](Self::update) for a pin created at `created_ms` (Unix ms; `None` or a time
+    /// ahead of ours: now), which keeps only what is left of its lifetime. A pin whose lifetime
+    /// is over is not made: the current value (if any) holds.
+    pub fn update_at(
+        &self,
+        key: PinKey,
+        created_ms: Option<u64>,
+        decide: impl FnOnce(Option<V>) -> Option<V>,
+    ) -> Option<V> {
         let now = self.clock.now();
+        let created = created_ms.map_or(now, |ms| self.tick_at(now, super::unix_ms(), ms));
         let mut pins = self.lock(key);
         let current = self.live(&mut pins, key, now).map(|s| s.value);
         match decide(current) {
             Some(value) => {
-                self.put(&mut pins, Slot { key, value, used: now, created: now }, now);
+                let slot = Slot { key, value, used: now, created };
+                if self.expired(&slot, now) {
+                    return current;
+                }
+                self.put(&mut pins, slot, now);
                 Some(value)
             }
             None => current,
@@ -317,8 +273,12 @@ impl<C: Counts, V: Value> Table<C, V> {
     /// earlier), replacing any pin; not pinned (false) if those times are past the limits.
     pub fn restore(&self, key: PinKey, value: V, created_ms: u64, used_ms: u64) -> bool {
         let (now, now_ms) = (self.clock.now(), super::unix_ms());
-        let ago = |ms: u64| now.wrapping_sub(ms_to_ticks(now_ms.saturating_sub(ms)));
-        let slot = Slot { key, value, used: ago(used_ms), created: ago(created_ms) };
+        let slot = Slot {
+            key,
+            value,
+            used: self.tick_at(now, now_ms, used_ms),
+            created: self.tick_at(now, now_ms, created_ms),
+        };
         let live = !self.expired(&slot, now);
         if live {
             self.put(&mut self.lock(key), slot, now);
@@ -372,6 +332,12 @@ impl<C: Counts, V: Value> Table<C, V> {
                 live.map(|s| Entry { key: s.key, value: s.value, created_ms: at(s.created), used_ms: at(s.used) });
             entries.collect::<Vec<_>>()
         })
+    }
+
+    /// The tick of Unix time `ms`, given that tick `now` is Unix time `now_ms` (possibly
+    /// before the table was made: wrapping; a time ahead of `now_ms` is now).
+    fn tick_at(&self, now: u32, now_ms: u64, ms: u64) -> u32 {
+        now.wrapping_sub(ms_to_ticks(now_ms.saturating_sub(ms)))
     }
 
     fn lock(&self, key: PinKey) -> MutexGuard<'_, Pins<V>> {
@@ -534,17 +500,6 @@ mod tests {
     const HOUR: u64 = 3_600_000;
 
     #[test]
-    fn keys_and_hash_keys_survive_hex() {
-        let h = HashKey::random();
-        assert_eq!(HashKey::from_hex(&h.to_hex()), Some(h));
-        let k = h.pin_key("session");
-        assert_eq!(PinKey::from_hex(&k.to_hex()), Some(k));
-        assert_eq!(PinKey::from_hex("xyz"), None);
-        assert_eq!(HashKey(1, 2).pin_key("a"), HashKey(1, 2).pin_key("a"), "deterministic");
-        assert_ne!(HashKey(1, 2).pin_key("a"), HashKey(1, 3).pin_key("a"), "keyed");
-    }
-
-    #[test]
     fn replace_remove_and_compare_and_set_keep_counts_exact() {
         let (t, tally) = table(HOUR, HOUR, 1000);
         let k = t.key("s");
@@ -577,6 +532,19 @@ mod tests {
         assert_eq!(t.remove_if(k, |v, _| v == 1), None, "kept");
         assert_eq!(t.remove_if(k, |v, _| v == 2), Some(2));
         assert_eq!((t.len(), tally.get()), (0, [0; 4]));
+    }
+
+    #[test]
+    fn a_pin_made_with_an_earlier_creation_keeps_only_the_rest_of_its_lifetime() {
+        let (t, tally) = table(HOUR, 2_000, 1000);
+        let now = crate::store::unix_ms();
+        assert_eq!(t.update_at(t.key("dead"), Some(now - 2_100), |_| Some(1)), None, "not made");
+        assert_eq!(t.update_at(t.key("old"), Some(now - 1_500), |_| Some(1)), Some(1));
+        assert_eq!(t.update_at(t.key("ahead"), Some(now + HOUR), |_| Some(2)), Some(2), "counts as now");
+        assert_eq!(t.update_at(t.key("old"), Some(now - 3_000), |_| Some(3)), Some(1), "the live pin holds");
+        assert_eq!((t.len(), tally.get()), (2, [0, 1, 1, 0]));
+        std::thread::sleep(Duration::from_millis(1_000));
+        assert_eq!((t.get(t.key("old")), t.get(t.key("ahead"))), (None, Some(2)));
     }
 
     /// Sleeps past the next tick, so that what follows is more recent than what came before.

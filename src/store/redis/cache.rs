@@ -1,47 +1,49 @@
 //! The Redis store's local cache: session key -> [`LocalPin`] in the compact table of the
 //! memory store ([`crate::store::table`]: hashed keys, idle expiry, lifetime from the pin's
 //! creation, sampled-LRU `session.max_entries` bound), 28 bytes a pin plus hashbrown's control
-//! byte and free space. Backends are kept as ids ([`BackendIds`]), which also keep each
-//! backend's session count exact, whatever removed a cached pin.
+//! byte and free space. Backend names are kept as ids ([`Names`]), which also keep each name's
+//! session count exact, whatever removed a cached pin.
 //!
-//! It owns what the store's protocol needs from its cache: claiming a pin's sync on a lookup,
-//! and applying a sync's outcome only to the very pin that was synced (not to one cached for
-//! the same session since). It also owns the placeholders for backend names the pool does not
-//! have, one per name, so that pins to them keep one id each.
+//! It owns what the store's protocol needs from its cache: deciding on a lookup whether the
+//! pin is served, synced in the background or reconciled first (and claiming that), and
+//! applying a sync's outcome only to the very pin that was synced (not to one cached for the
+//! same session since).
 
-use super::pin::{LocalPin, Pending, PinValue};
-use crate::balance::{Backend, Pool};
-use crate::config::{AdminState, BackendAddr, BackendConfig, HealthConfig, SessionConfig};
-use crate::store::backends::BackendIds;
+use super::pin::{Check, Epochs, LocalPin, Pending, PinValue};
+use crate::config::SessionConfig;
+use crate::store::names::Names;
 use crate::store::table::{HashKey, Limits, Table};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 pub(super) struct LocalCache {
-    table: Table<BackendIds, LocalPin>,
+    table: Table<Names, LocalPin>,
     /// How long a synced pin is served before its next sync (a quarter of the idle timeout).
     refresh_window_ms: u64,
-    /// Placeholders for names the pool does not have, by name (see [`resolve`](Self::resolve)).
-    detached: Mutex<HashMap<String, Arc<Backend>>>,
 }
 
 /// A sync of a cached pin that a lookup claimed: what to tell Redis, and which pin it was.
 pub(super) struct Claim {
     /// The pin as the claim left it: the sync's outcome applies only while it is unchanged.
     pin: LocalPin,
-    backend: Arc<Backend>,
+    backend: Arc<str>,
     created_ms: u64,
 }
 
 impl Claim {
     pub fn value(&self) -> PinValue {
-        PinValue { created_ms: self.created_ms, backend: self.backend.name.to_string() }
+        PinValue { created_ms: self.created_ms, backend: self.backend.to_string() }
     }
 
     pub fn pending(&self) -> Pending {
         self.pin.pending()
     }
+}
+
+/// What a lookup found to do besides answering (see [`Check`]).
+pub(super) enum Found {
+    Serve,
+    Sync(Claim),
+    Reconcile(Claim),
 }
 
 impl LocalCache {
@@ -52,52 +54,68 @@ impl LocalCache {
             max_entries: session.max_entries,
         };
         LocalCache {
-            table: Table::new(limits, HashKey::random(), BackendIds::default()),
+            table: Table::new(limits, HashKey::random(), Names::default()),
             refresh_window_ms: (session.idle_timeout / super::pin::REFRESH_FRACTION).as_millis() as u64,
-            detached: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The cached backend of `key` (refreshing the pin's idle expiry), and the sync with Redis
-    /// this lookup claimed, if one is due (`epoch`: the current subscription epoch).
-    pub fn get(&self, key: &str, epoch: u64) -> Option<(Arc<Backend>, Option<Claim>)> {
+    /// The cached backend name of `key` (refreshing the pin's idle expiry), and what this
+    /// lookup must do with Redis, claimed (`link_up`: the instance knows Redis is up).
+    pub fn get(&self, key: &str, epochs: Epochs, link_up: bool) -> Option<(Arc<str>, Found)> {
         let window = self.refresh_window_ms;
-        let (pin, claimed) = self.table.modify(self.table.key(key), |pin, at| {
-            let claimed = pin.claim_sync(at, window, epoch).then_some(at);
-            (*pin, claimed)
+        let (pin, check, at) = self.table.modify(self.table.key(key), |pin, at| {
+            let check = pin.check(at, window, epochs, link_up);
+            (*pin, check, at)
         })?;
-        let backend = self.ids().get(pin.backend());
-        // The creation time is only needed (and the clock read) when a sync goes to Redis.
-        let claim =
-            claimed.map(|at| Claim { pin, backend: backend.clone(), created_ms: at.created_ms(super::unix_ms()) });
-        Some((backend, claim))
+        let backend = self.names().get(pin.backend());
+        // The creation time is only needed (and the clock read) when Redis is asked.
+        let claim = || Claim { pin, backend: backend.clone(), created_ms: at.created_ms(super::unix_ms()) };
+        let found = match check {
+            Check::Serve => Found::Serve,
+            Check::Sync => Found::Sync(claim()),
+            Check::Reconcile => Found::Reconcile(claim()),
+        };
+        Some((backend, found))
     }
 
     /// Cache a pin of `key` to `backend` created at `created_ms` (Unix ms; another instance may
-    /// have made it earlier), replacing any other. Returns the pin as cached, to tell it apart
-    /// from pins cached later; `None` if it was not (its lifetime is over).
+    /// have made it earlier), replacing any other. Returns the interned name, and the pin as
+    /// cached, to tell it apart from pins cached later (`None` if it was not: its lifetime is
+    /// over).
     pub fn put(
         &self,
         key: &str,
-        backend: &Arc<Backend>,
+        backend: &str,
         created_ms: u64,
         pending: Pending,
         epoch: u64,
-    ) -> Option<LocalPin> {
-        let pin = LocalPin::new(self.id(backend)?, pending, self.table.now(), epoch);
-        self.table.restore(self.table.key(key), pin, created_ms, super::unix_ms()).then_some(pin)
+    ) -> (Arc<str>, Option<LocalPin>) {
+        let (name, id) = self.intern(backend);
+        let Some(id) = id else { return (name, None) };
+        let pin = LocalPin::new(id, pending, self.table.now(), epoch);
+        let cached = self.table.restore(self.table.key(key), pin, created_ms, super::unix_ms());
+        (name, cached.then_some(pin))
     }
 
-    /// Cache a new pin of `key` to `backend` unless one is cached already; returns the cached
-    /// backend.
-    pub fn put_if_absent(&self, key: &str, backend: &Arc<Backend>, pending: Pending, epoch: u64) -> Arc<Backend> {
-        let Some(id) = self.id(backend) else { return backend.clone() };
+    /// Cache a new pin of `key` to `backend` (created at `created_ms`, Unix ms; `None`: now)
+    /// unless one is cached already; returns the cached backend name (`backend`'s if the
+    /// pin's lifetime is over: not cached).
+    pub fn put_if_absent(
+        &self,
+        key: &str,
+        backend: &str,
+        created_ms: Option<u64>,
+        pending: Pending,
+        epoch: u64,
+    ) -> Arc<str> {
+        let (name, id) = self.intern(backend);
+        let Some(id) = id else { return name };
         let ours = LocalPin::new(id, pending, self.table.now(), epoch);
-        let held = self.table.update(self.table.key(key), |cached| cached.is_none().then_some(ours));
-        held.map_or_else(|| backend.clone(), |pin| self.ids().get(pin.backend()))
+        let held = self.table.update_at(self.table.key(key), created_ms, |cached| cached.is_none().then_some(ours));
+        held.map_or(name, |pin| self.names().get(pin.backend()))
     }
 
-    /// Redis agrees with `pin` as of subscription `epoch`, if it is still the cached pin of `key`.
+    /// Redis agrees with `pin` as of `epoch`, if it is still the cached pin of `key`.
     pub fn synced(&self, key: &str, pin: LocalPin, epoch: u64) {
         self.table.modify(self.table.key(key), |cached, _| {
             if *cached == pin {
@@ -116,6 +134,18 @@ impl LocalCache {
         self.table.remove_if(self.table.key(key), |cached, _| cached == claim.pin);
     }
 
+    /// After a claimed reconciliation: Redis holds `theirs`; cache it in place of the claimed
+    /// pin (if that is still the cached one) as in sync as of `epoch`. Returns its name.
+    pub fn adopt(&self, key: &str, claim: &Claim, theirs: &PinValue, epoch: u64) -> Arc<str> {
+        let (name, id) = self.intern(&theirs.backend);
+        if let Some(id) = id {
+            let pin = LocalPin::new(id, Pending::Nothing, self.table.now(), epoch);
+            let replace = |cached: Option<LocalPin>| (cached == Some(claim.pin)).then_some(pin);
+            self.table.update_at(self.table.key(key), Some(theirs.created_ms), replace);
+        }
+        name
+    }
+
     /// Forget the cached pin of `key`.
     pub fn remove(&self, key: &str) {
         self.table.remove(self.table.key(key));
@@ -126,88 +156,71 @@ impl LocalCache {
         self.table.len()
     }
 
-    /// The pool's backend of that name, or the detached placeholder of that name (see the
-    /// store's module doc), the same one every time so that its pins keep one id and one count.
-    pub fn resolve(&self, pool: &Pool, name: &str) -> Arc<Backend> {
-        if let Some(b) = pool.get(name) {
-            return b.clone();
-        }
-        let mut detached = self.detached.lock().unwrap_or_else(|e| e.into_inner());
-        detached.entry(name.to_owned()).or_insert_with(|| detached_backend(name)).clone()
+    /// Cached pins per backend name.
+    pub fn sessions(&self) -> Vec<(Arc<str>, u64)> {
+        self.names().sessions()
     }
 
-    fn ids(&self) -> &BackendIds {
+    /// The interned `name` (without caching anything).
+    pub fn interned(&self, name: &str) -> Arc<str> {
+        self.names().get(self.names().id(name))
+    }
+
+    fn names(&self) -> &Names {
         self.table.counts()
     }
 
-    /// The compact id of `backend`; `None` (not cached: served through Redis alone) past 2^16
-    /// backend counters, which takes that many address changes in one process.
-    fn id(&self, backend: &Arc<Backend>) -> Option<u16> {
-        let id = u16::try_from(self.ids().id(backend)).ok();
-        if id.is_none() {
-            tracing::warn!(backend = %backend.name, "over 65536 backend counters: not caching this pin locally");
+    /// The interned `name` and its compact id; no id (not cached: served through Redis alone)
+    /// past 2^16 names, which takes that many distinct backend names seen by one process.
+    fn intern(&self, name: &str) -> (Arc<str>, Option<u16>) {
+        let id = self.names().id(name);
+        let small = u16::try_from(id).ok();
+        if small.is_none() {
+            tracing::warn!(backend = %name, "over 65536 backend names: not caching this pin locally");
         }
-        id
+        (self.names().get(id), small)
     }
-}
-
-/// A backend that is in no pool: it keeps a pin's name so the proxy can reassign it.
-fn detached_backend(name: &str) -> Arc<Backend> {
-    let cfg = BackendConfig {
-        name: toml::Spanned::new(0..0, name.to_owned()),
-        address: BackendAddr::parse("detached.invalid:1").expect("a valid placeholder address"),
-        weight: toml::Spanned::new(0..0, 1),
-        max_connections: 0,
-        state: AdminState::Maint,
-        slow_start: Duration::ZERO,
-        health: Default::default(),
-    };
-    Arc::new(Backend::new(&cfg, &HealthConfig::default()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
 
-    fn setup() -> (crate::config::Config, Pool) {
-        let text = "[session]\nidle_timeout = \"4s\"\n[[backend]]\nname = \"app1\"\naddress = \"127.0.0.1:1\"\n\
-                    [[backend]]\nname = \"app2\"\naddress = \"127.0.0.1:2\"\n";
-        let cfg = crate::config::parse(text, "t").unwrap();
-        let pool = Pool::new(&cfg, None);
-        (cfg, pool)
+    const EPOCH_1: Epochs = Epochs { now: 1, recovered: 0 };
+
+    fn setup() -> crate::config::Config {
+        let text = "[session]\nidle_timeout = \"4s\"\n[[backend]]\nname = \"app1\"\naddress = \"127.0.0.1:1\"\n";
+        crate::config::parse(text, "t").unwrap()
     }
 
-    fn sessions(pool: &Pool) -> Vec<i64> {
-        pool.backends().iter().map(|b| b.sessions.load(Relaxed)).collect()
+    fn sessions(cache: &LocalCache) -> Vec<u64> {
+        let all = cache.sessions();
+        ["app1", "app2"].iter().map(|n| all.iter().find(|(name, _)| &**name == *n).map_or(0, |&(_, c)| c)).collect()
     }
 
-    #[test]
-    fn names_resolve_through_the_pool_and_unknown_ones_to_one_placeholder() {
-        let (cfg, pool) = setup();
-        let cache = LocalCache::new(&cfg.session);
-        let known = cache.resolve(&pool, "app1");
-        assert!(Arc::ptr_eq(&known, &pool.backends()[0]));
-        let gone = cache.resolve(&pool, "app9");
-        assert_eq!(&*gone.name, "app9");
-        assert!(pool.current(&gone).is_none(), "the proxy sees a removed backend and reassigns");
-        assert!(!gone.serves_pinned() && !gone.accepts_new());
-        assert!(Arc::ptr_eq(&gone, &cache.resolve(&pool, "app9")), "one placeholder per name");
+    fn claim_of(found: Found) -> Option<Claim> {
+        match found {
+            Found::Sync(c) | Found::Reconcile(c) => Some(c),
+            Found::Serve => None,
+        }
     }
 
     #[test]
     fn a_lookup_claims_a_due_sync_once_with_the_pin_as_redis_should_see_it() {
-        let (cfg, pool) = setup();
+        let cfg = setup();
         let cache = LocalCache::new(&cfg.session);
         let created_ms = super::super::unix_ms() - 60_000;
-        cache.put("s", &pool.backends()[1], created_ms, Pending::Create, 1);
-        assert_eq!(sessions(&pool), [0, 1]);
-        let (b, claim) = cache.get("s", 1).unwrap();
-        assert_eq!(&*b.name, "app2");
-        assert!(claim.is_none(), "not due yet");
+        cache.put("s", "app2", created_ms, Pending::Create, 1);
+        assert_eq!(sessions(&cache), [0, 1]);
+        let (b, found) = cache.get("s", EPOCH_1, false).unwrap();
+        assert_eq!(&*b, "app2");
+        assert!(matches!(found, Found::Serve), "not due yet");
         std::thread::sleep(Duration::from_millis(super::super::pin::RETRY_MS + 70));
-        let claim = cache.get("s", 1).unwrap().1.expect("pending: retried at the probe pace");
-        assert!(cache.get("s", 1).unwrap().1.is_none(), "claimed once");
+        let Found::Sync(claim) = cache.get("s", EPOCH_1, false).unwrap().1 else {
+            panic!("pending: retried at the probe pace")
+        };
+        assert!(matches!(cache.get("s", EPOCH_1, false).unwrap().1, Found::Serve), "claimed once");
         assert_eq!(claim.pending(), Pending::Create);
         let value = claim.value();
         assert_eq!(value.backend, "app2");
@@ -217,32 +230,52 @@ mod tests {
     }
 
     #[test]
-    fn a_sync_outcome_applies_only_to_the_pin_it_synced() {
-        let (cfg, pool) = setup();
-        let (app1, app2) = (&pool.backends()[0], &pool.backends()[1]);
+    fn with_redis_up_an_outage_pin_is_reconciled_and_the_reconciliation_adopts_redis_pin() {
+        let cfg = setup();
         let cache = LocalCache::new(&cfg.session);
         let now = super::super::unix_ms();
-        let old = cache.put("s", app1, now, Pending::Replace, 1).unwrap();
-        cache.put("s", app2, now, Pending::Replace, 1);
+        cache.put("s", "app1", now, Pending::Create, 1);
+        let (b, found) = cache.get("s", EPOCH_1, true).unwrap();
+        let Found::Reconcile(claim) = found else { panic!("a pin made during the outage, Redis up") };
+        assert_eq!(&*b, "app1");
+        let theirs = PinValue { created_ms: now - 5_000, backend: "app2".into() };
+        assert_eq!(&*cache.adopt("s", &claim, &theirs, 1), "app2");
+        let (b, found) = cache.get("s", EPOCH_1, true).unwrap();
+        assert!(matches!((&*b, found), ("app2", Found::Serve)), "in sync now");
+        assert_eq!(sessions(&cache), [0, 1]);
+        // An outcome for a pin that is not cached any more changes nothing.
+        assert_eq!(&*cache.adopt("s", &claim, &PinValue { created_ms: now, backend: "app1".into() }, 1), "app1");
+        assert_eq!(&*cache.get("s", EPOCH_1, true).unwrap().0, "app2");
+    }
+
+    #[test]
+    fn a_sync_outcome_applies_only_to_the_pin_it_synced() {
+        let cfg = setup();
+        let cache = LocalCache::new(&cfg.session);
+        let now = super::super::unix_ms();
+        let old = cache.put("s", "app1", now, Pending::Replace, 1).1.unwrap();
+        cache.put("s", "app2", now, Pending::Replace, 1);
         cache.synced("s", old, 1);
         assert_eq!(cache.table.get(cache.table.key("s")).unwrap().pending(), Pending::Replace, "not the old pin's");
-        let claim = Claim { pin: old, backend: app1.clone(), created_ms: now };
+        let claim = Claim { pin: old, backend: "app1".into(), created_ms: now };
         cache.drop_claimed("s", &claim);
         assert_eq!(cache.len(), 1, "the newer pin stays");
-        assert_eq!(sessions(&pool), [0, 1]);
+        assert_eq!(sessions(&cache), [0, 1]);
         cache.remove("s");
-        assert_eq!((cache.len(), sessions(&pool)), (0, vec![0, 0]));
+        assert_eq!((cache.len(), sessions(&cache)), (0, vec![0, 0]));
     }
 
     #[test]
     fn put_if_absent_keeps_the_cached_pin_and_expired_lifetimes_are_not_cached() {
-        let (cfg, pool) = setup();
-        let (app1, app2) = (&pool.backends()[0], &pool.backends()[1]);
+        let cfg = setup();
         let cache = LocalCache::new(&cfg.session);
-        assert!(Arc::ptr_eq(&cache.put_if_absent("s", app1, Pending::Create, 1), app1));
-        assert!(Arc::ptr_eq(&cache.put_if_absent("s", app2, Pending::Create, 1), app1));
+        let first = cache.put_if_absent("s", "app1", None, Pending::Create, 1);
+        assert_eq!(&*first, "app1");
+        assert!(Arc::ptr_eq(&cache.put_if_absent("s", "app2", None, Pending::Create, 1), &first), "interned");
         let long_ago = super::super::unix_ms() - cfg.session.max_lifetime.as_millis() as u64 - 1_000;
-        assert_eq!(cache.put("t", app2, long_ago, Pending::Nothing, 1), None);
-        assert_eq!((cache.len(), sessions(&pool)), (1, vec![1, 0]));
+        assert_eq!(cache.put("t", "app2", long_ago, Pending::Nothing, 1).1, None);
+        assert_eq!(&*cache.put_if_absent("u", "app2", Some(long_ago), Pending::Create, 1), "app2");
+        assert_eq!((cache.len(), sessions(&cache)), (1, vec![1, 0]));
+        assert!(claim_of(cache.get("s", EPOCH_1, true).unwrap().1).is_some(), "pending: reconciled with Redis up");
     }
 }

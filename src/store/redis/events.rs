@@ -77,7 +77,7 @@ pub(super) async fn listen(inner: Arc<Inner>, mut shutdown: Shutdown) {
         match subscribed {
             Ok((conn, pushes)) => {
                 // Events published while we were not listening are lost: re-verify cached pins.
-                inner.epoch.fetch_add(1, Relaxed);
+                inner.link.resubscribed();
                 if attempt > 0 {
                     tracing::info!(
                         "Redis event channel subscribed again; cached pins are re-verified as they are used"

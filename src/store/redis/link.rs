@@ -5,11 +5,16 @@
 //! table, and only one caller per [`PROBE_INTERVAL_MS`] tries Redis again; its success brings
 //! the link back. The outage is logged once when it starts and once when it ends; every
 //! failed call counts in `stickylb_store_errors_total`.
+//!
+//! The link also counts the [`Epochs`] that cached pins are judged by: a new one at every
+//! recovery (and at every resubscription of the event listener, which tells it). A recovery's
+//! epoch starts before the link shows as up, so whoever sees it up sees that epoch too.
 
+use super::pin::Epochs;
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use std::fmt::Display;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Arc;
 
 /// While the link is down, at most one call per this many milliseconds tries Redis.
@@ -19,13 +24,42 @@ pub(super) struct Link {
     down: AtomicBool,
     /// Process-clock time after which the next probe may go (while down).
     next_probe_ms: AtomicU64,
+    /// [`Epochs`] packed in one word, so that one load reads a consistent pair: the current
+    /// epoch in the low 32 bits, the latest recovery's in the high 32 (2^32 epochs do not
+    /// happen: each needs a lost connection).
+    epochs: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
 impl Link {
     /// A link assumed up until a call says otherwise.
     pub fn new(metrics: Arc<Metrics>) -> Link {
-        Link { down: AtomicBool::new(false), next_probe_ms: AtomicU64::new(0), metrics }
+        Link { down: AtomicBool::new(false), next_probe_ms: AtomicU64::new(0), epochs: AtomicU64::new(0), metrics }
+    }
+
+    /// Up as far as this instance knows (no probe claimed): the last call to Redis succeeded.
+    pub fn is_up(&self) -> bool {
+        // Acquire: pairs with the recovery's Release, so a caller that sees the link up reads
+        // the recovery's epoch afterwards.
+        !self.down.load(Acquire)
+    }
+
+    pub fn epochs(&self) -> Epochs {
+        let packed = self.epochs.load(Acquire);
+        Epochs { now: packed & u64::from(u32::MAX), recovered: packed >> 32 }
+    }
+
+    /// The event listener (re)subscribed: events sent meanwhile are lost.
+    pub fn resubscribed(&self) {
+        self.new_epoch(false);
+    }
+
+    fn new_epoch(&self, recovery: bool) {
+        let _ = self.epochs.fetch_update(AcqRel, Acquire, |packed| {
+            let now = u64::from((packed as u32).wrapping_add(1));
+            let recovered = if recovery { now } else { packed >> 32 };
+            Some(recovered << 32 | now)
+        });
     }
 
     /// May this call go to Redis? Always while up (one atomic load); while down, only the
@@ -41,9 +75,14 @@ impl Link {
 
     /// A call to Redis succeeded.
     pub fn succeeded(&self) {
-        if self.down.load(Relaxed) && self.down.swap(false, Relaxed) {
+        if !self.down.load(Relaxed) {
+            return;
+        }
+        // Before the link shows as up (two callers may both start one: harmless).
+        self.new_epoch(true);
+        if self.down.swap(false, Release) {
             tracing::info!(
-                "Redis is reachable again: pins are shared again; pins made meanwhile are written back as they are used"
+                "Redis is reachable again: pins are shared again; cached pins are reconciled with Redis on their next use"
             );
         }
     }
@@ -82,5 +121,21 @@ mod tests {
         assert!(!link.usable(), "and only that one");
         link.succeeded();
         assert!(!link.down.load(Relaxed) && link.usable());
+    }
+
+    #[test]
+    fn a_recovery_starts_an_epoch_before_the_link_shows_up_and_resubscriptions_start_others() {
+        let link = Link::new(Arc::new(Metrics::default()));
+        assert_eq!(link.epochs(), Epochs { now: 0, recovered: 0 });
+        link.resubscribed();
+        link.succeeded();
+        assert_eq!(link.epochs(), Epochs { now: 1, recovered: 0 }, "up all along: no recovery");
+        link.failed(&"refused");
+        assert!(!link.is_up());
+        link.succeeded();
+        assert!(link.is_up());
+        assert_eq!(link.epochs(), Epochs { now: 2, recovered: 2 });
+        link.resubscribed();
+        assert_eq!(link.epochs(), Epochs { now: 3, recovered: 2 });
     }
 }

@@ -13,10 +13,10 @@
 //! reassignments and unpins are published on `{key_prefix}events` ([`events`]).
 //!
 //! Locally: a [`cache::LocalCache`], the memory store's compact table holding an 8-byte
-//! [`pin::LocalPin`] per session (backend id, pending write-back, epoch and time of the last
-//! sync; the table keeps creation and last use), with the idle timeout, the lifetime from the
-//! pin's creation and the `session.max_entries` bound: under 70 bytes a cached pin where moka
-//! took over 400. A cached pin is served without asking Redis; once per refresh window (a
+//! [`pin::LocalPin`] per session (backend name id, pending write-back, epoch and time of the
+//! last sync; the table keeps creation and last use), with the idle timeout, the lifetime from
+//! the pin's creation and the `session.max_entries` bound: under 70 bytes a cached pin where
+//! moka took over 400. A cached pin is served without asking Redis; once per refresh window (a
 //! quarter of the idle timeout) its use syncs it in the background: the Redis expiry is
 //! refreshed and the value checked. So a cached pin outlives Redis's by at most that window,
 //! and events make reassignments visible at once. The claim of a sync is a check-and-update
@@ -33,20 +33,22 @@
 //!
 //! Redis down or slow: every call is bounded by `cluster.redis_timeout`; a failure puts the
 //! [`link::Link`] down and requests are served from the local table (new pins go there,
-//! marked for write-back) with one probe per 500ms. Back up, pins made meanwhile are written
-//! back when next used: a new session only if Redis has none (another instance's pin wins), a
-//! reassignment always (it is newer).
+//! marked for write-back) with one probe per 500ms. Once the instance knows Redis is up again,
+//! a cached pin Redis may disagree with because of the outage (made or moved meanwhile, or
+//! last synced before the link came back: [`pin::Epochs`]) is reconciled on its next use
+//! *before* that request is routed, within `cluster.redis_timeout`: a new session is written
+//! only if Redis has none (another instance's pin wins), a reassignment always (it is newer),
+//! and a pin cached from before follows Redis (written back if Redis lost it). So the first
+//! request of a session on every instance goes where Redis says. If Redis fails again
+//! meanwhile, the request goes by the local pin.
 //!
-//! Backend names are resolved through the request's pool. A name the pool does not have (a
-//! backend removed from this instance's config, or one only another instance knows) is still
-//! returned, as a detached placeholder backend of that name that takes no traffic (one per
-//! name, kept by the cache so that its pins keep one backend id): treating it
-//! as "no pin" would make `pin_if_absent` adopt the same stale pin on every request and the
-//! session would never be re-pinned, whereas a pin to a missing backend makes the proxy
-//! reassign the session (counted as `removed`, with `X-Stickylb-Previous-Backend`).
+//! Pins are backend names. A name this instance's config does not have (a backend removed
+//! here, or one only another instance knows) is still returned: the caller reassigns the
+//! session. (Treating it as "no pin" would make `pin_if_absent` adopt the same stale pin on
+//! every request, and the session would never be re-pinned.)
 //!
-//! Per-instance views: `len()` and each backend's `sessions` count the pins in this
-//! instance's local cache (the sessions it has seen recently), not all pins in Redis.
+//! Per-instance views: `len()` and `sessions()` count the pins in this instance's local cache
+//! (the sessions it has seen recently), not all pins in Redis.
 
 mod cache;
 mod commands;
@@ -55,13 +57,12 @@ mod link;
 mod pin;
 
 use super::{unix_ms, AffinityStore};
-use crate::balance::{Backend, Pool};
 use crate::config::{ClusterConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use cache::{Claim, LocalCache};
+use cache::{Claim, Found, LocalCache};
 use link::Link;
-use pin::{Pending, PinValue, Verdict};
+use pin::{Held, Next, Pending, PinValue, Step, Verdict};
 use redis::aio::ConnectionManager;
 use redis::{Client, ProtocolVersion, RedisResult};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -103,8 +104,6 @@ struct Inner {
     max_lifetime: Duration,
     /// Identifies this process's own events, which it has applied already.
     instance: u64,
-    /// Bumped at every (re)subscription to the event channel; see [`events`].
-    epoch: AtomicU64,
     /// Bumped whenever an event drops a cached pin, so that a Redis read that raced the event
     /// is not cached.
     forgotten: AtomicU64,
@@ -128,7 +127,6 @@ impl RedisStore {
             idle_timeout: session.idle_timeout,
             max_lifetime: session.max_lifetime,
             instance: rand::random(),
-            epoch: AtomicU64::new(0),
             forgotten: AtomicU64::new(0),
             metrics,
         };
@@ -163,11 +161,20 @@ impl Drop for RedisStore {
 }
 
 impl AffinityStore for RedisStore {
-    async fn get(&self, key: &str, pool: &Pool) -> Option<Arc<Backend>> {
+    async fn get(&self, key: &str) -> Option<Arc<str>> {
         let inner = &self.inner;
-        if let Some((backend, claim)) = inner.local.get(key, inner.epoch.load(Relaxed)) {
-            if let Some(claim) = claim.filter(|_| inner.link.usable()) {
-                tokio::spawn(inner.clone().sync(key.to_owned(), claim));
+        // The link first: seeing it up, we see the epoch of its recovery (see `link`).
+        let up = inner.link.is_up();
+        if let Some((backend, found)) = inner.local.get(key, inner.link.epochs(), up) {
+            match found {
+                Found::Serve => {}
+                Found::Sync(claim) => {
+                    if inner.link.usable() {
+                        tokio::spawn(inner.clone().sync(key.to_owned(), claim));
+                    }
+                }
+                // Boxed, as the miss path below: rare, and large inline.
+                Found::Reconcile(claim) => return Some(Box::pin(inner.reconcile(key, claim, backend)).await),
             }
             return Some(backend);
         }
@@ -176,14 +183,14 @@ impl AffinityStore for RedisStore {
         }
         // Boxed: the miss path's state is large and inline it would make every lookup's future
         // (a hit included) that large to build and move.
-        Box::pin(inner.read(key, pool)).await
+        Box::pin(inner.read(key)).await
     }
 
-    async fn pin(&self, key: &str, backend: &Arc<Backend>) {
+    async fn pin(&self, key: &str, backend: &str) {
         let inner = &self.inner;
-        let (now, epoch) = (unix_ms(), inner.epoch.load(Relaxed));
-        let cached = inner.local.put(key, backend, now, Pending::Replace, epoch);
-        let ours = PinValue { created_ms: now, backend: backend.name.to_string() };
+        let (now, epoch) = (unix_ms(), inner.link.epochs().now);
+        let (_, cached) = inner.local.put(key, backend, now, Pending::Replace, epoch);
+        let ours = PinValue { created_ms: now, backend: backend.to_owned() };
         if inner.link.usable() && inner.write_replace(key, &ours).await {
             if let Some(pin) = cached {
                 inner.local.synced(key, pin, epoch);
@@ -191,51 +198,38 @@ impl AffinityStore for RedisStore {
         }
     }
 
-    async fn reassign(&self, key: &str, from: &Arc<Backend>, to: &Arc<Backend>, pool: &Pool) -> Arc<Backend> {
+    async fn reassign(&self, key: &str, from: &str, to: &str) -> Arc<str> {
         let inner = &self.inner;
-        let (now, epoch) = (unix_ms(), inner.epoch.load(Relaxed));
-        let ours = PinValue { created_ms: now, backend: to.name.to_string() };
-        let moved = if inner.link.usable() { inner.move_pin(key, &from.name, &ours).await } else { None };
-        match moved.map(|held| held.as_deref().and_then(PinValue::decode)) {
+        let (now, epoch) = (unix_ms(), inner.link.epochs().now);
+        let ours = PinValue { created_ms: now, backend: to.to_owned() };
+        let moved = if inner.link.usable() { inner.move_pin(key, from, &ours).await } else { None };
+        let (name, _) = match moved.map(|held| held.as_deref().and_then(PinValue::decode)) {
             // Another instance moved it first: adopt its choice.
-            Some(Some(won)) => {
-                let winner = inner.local.resolve(pool, &won.backend);
-                inner.local.put(key, &winner, won.created_ms, Pending::Nothing, epoch);
-                winner
-            }
-            Some(None) => {
-                inner.local.put(key, to, now, Pending::Nothing, epoch);
-                to.clone()
-            }
+            Some(Some(won)) => inner.local.put(key, &won.backend, won.created_ms, Pending::Nothing, epoch),
+            Some(None) => inner.local.put(key, to, now, Pending::Nothing, epoch),
             // Redis unreachable: a reassignment is newer than what Redis holds; written back later.
-            None => {
-                inner.local.put(key, to, now, Pending::Replace, epoch);
-                to.clone()
-            }
-        }
+            None => inner.local.put(key, to, now, Pending::Replace, epoch),
+        };
+        name
     }
 
-    async fn pin_if_absent(&self, key: &str, backend: &Arc<Backend>, pool: &Pool) -> Arc<Backend> {
+    async fn pin_if_absent(&self, key: &str, backend: &str, created_ms: Option<u64>) -> Arc<str> {
         let inner = &self.inner;
-        let (now, epoch) = (unix_ms(), inner.epoch.load(Relaxed));
-        let ours = PinValue { created_ms: now, backend: backend.name.to_string() };
+        let (now, epoch) = (unix_ms(), inner.link.epochs().now);
+        let ours = PinValue { created_ms: created_ms.map_or(now, |c| c.min(now)), backend: backend.to_owned() };
+        if pin::ttl(ours.created_ms, now, inner.idle_timeout, inner.max_lifetime).is_none() {
+            // Its lifetime is over: nothing to pin (the local cache would not keep it either).
+            return inner.local.put_if_absent(key, backend, Some(ours.created_ms), Pending::Create, epoch);
+        }
         let held = if inner.link.usable() { inner.set_if_absent(key, &ours).await } else { None };
         match held {
             Some(Some(raw)) => match PinValue::decode(&raw) {
-                Some(won) => {
-                    let winner = if won.backend == ours.backend {
-                        backend.clone()
-                    } else {
-                        inner.local.resolve(pool, &won.backend)
-                    };
-                    inner.local.put(key, &winner, won.created_ms, Pending::Nothing, epoch);
-                    winner
-                }
+                Some(won) => inner.local.put(key, &won.backend, won.created_ms, Pending::Nothing, epoch).0,
                 // Not a value of ours under our key: overwrite it on the next sync.
-                None => inner.local.put_if_absent(key, backend, Pending::Replace, epoch),
+                None => inner.local.put_if_absent(key, backend, created_ms, Pending::Replace, epoch),
             },
             // Unpinned between our SET and GET, or Redis unreachable: keep ours for write-back.
-            Some(None) | None => inner.local.put_if_absent(key, backend, Pending::Create, epoch),
+            Some(None) | None => inner.local.put_if_absent(key, backend, created_ms, Pending::Create, epoch),
         }
     }
 
@@ -250,12 +244,16 @@ impl AffinityStore for RedisStore {
     fn len(&self) -> u64 {
         self.inner.local.len()
     }
+
+    fn sessions(&self) -> Vec<(Arc<str>, u64)> {
+        self.inner.local.sessions()
+    }
 }
 
 impl Inner {
     /// A pin this instance has not cached: read it from Redis (refreshing its idle expiry).
-    async fn read(self: &Arc<Self>, key: &str, pool: &Pool) -> Option<Arc<Backend>> {
-        let (epoch, forgotten) = (self.epoch.load(Relaxed), self.forgotten.load(Relaxed));
+    async fn read(self: &Arc<Self>, key: &str) -> Option<Arc<str>> {
+        let (epoch, forgotten) = (self.link.epochs().now, self.forgotten.load(Relaxed));
         let raw = self.get_and_expire(key, self.idle_timeout).await?;
         let theirs = PinValue::decode(&raw?)?;
         let now = unix_ms();
@@ -264,17 +262,58 @@ impl Inner {
             // The refresh above went past the pin's lifetime: cut it back, off the request path.
             tokio::spawn(self.clone().expire(key.to_owned(), ttl));
         }
-        let backend = self.local.resolve(pool, &theirs.backend);
-        if self.forgotten.load(Relaxed) == forgotten {
-            self.local.put(key, &backend, theirs.created_ms, Pending::Nothing, epoch);
+        if self.forgotten.load(Relaxed) != forgotten {
+            // An event raced the read: answer it, but do not cache what may be stale already.
+            return Some(self.local.interned(&theirs.backend));
         }
-        Some(backend)
+        Some(self.local.put(key, &theirs.backend, theirs.created_ms, Pending::Nothing, epoch).0)
+    }
+
+    /// A cached pin Redis may disagree with because of an outage, now that Redis is up (see
+    /// the module doc): settle it with Redis before answering, within `cluster.redis_timeout`;
+    /// `cached` (its backend) if Redis fails again meanwhile.
+    async fn reconcile(self: &Arc<Self>, key: &str, claim: Claim, cached: Arc<str>) -> Arc<str> {
+        let epoch = self.link.epochs().now;
+        let ours = claim.value();
+        let settle = async {
+            let mut step = pin::reconcile_from(claim.pending());
+            loop {
+                let held = match step {
+                    Step::Offer => Held::from_raw(self.set_if_absent(key, &ours).await?.as_deref()),
+                    Step::Write => self.write_replace(key, &ours).await.then(|| Held::Pin(ours.clone()))?,
+                    Step::Read => match self.refresh(key, &ours).await? {
+                        Some(theirs) => Held::Pin(theirs),
+                        None => Held::Nothing,
+                    },
+                };
+                match pin::reconcile_next(step, &ours.backend, held) {
+                    Next::Then(next) => step = next,
+                    next => return Some(next),
+                }
+            }
+        };
+        let next = match tokio::time::timeout(self.timeout, settle).await {
+            Ok(next) => next,
+            Err(_) => {
+                self.link.failed(&format_args!("reconciling a pin: no answer within {:?}", self.timeout));
+                None
+            }
+        };
+        match next {
+            Some(Next::Ours) => {
+                self.local.claim_synced(key, &claim, epoch);
+                cached
+            }
+            Some(Next::Theirs(theirs)) => self.local.adopt(key, &claim, &theirs, epoch),
+            // Redis failed (or lost our pin again): route by ours, still marked unsure.
+            Some(Next::Unsure | Next::Then(_)) | None => cached,
+        }
     }
 
     /// Background sync of a cached pin whose use claimed it: write back what Redis does not
     /// know, otherwise refresh its expiry and check that Redis still agrees.
     async fn sync(self: Arc<Self>, key: String, claim: Claim) {
-        let epoch = self.epoch.load(Relaxed);
+        let epoch = self.link.epochs().now;
         let ours = claim.value();
         let verdict = match claim.pending() {
             Pending::Replace => {

@@ -1,6 +1,7 @@
 //! The pure half of the Redis store: how a pin is written in Redis, what the local cache
-//! keeps about it, and the decisions taken about both (when to refresh, what to do with what
-//! Redis said). No I/O here, so all of it is unit-tested.
+//! keeps about it, and the decisions taken about both (when to refresh, when a lookup must ask
+//! Redis before answering, what to do with what Redis said). No I/O here, so all of it is
+//! unit-tested.
 
 use crate::store::table::{Stamp, Value};
 use std::time::Duration;
@@ -58,25 +59,48 @@ pub(super) enum Pending {
     Replace = 2,
 }
 
-/// Bits of the subscription epoch a cached pin keeps. The epoch is only compared for equality
-/// with the current one, and only for a pin synced less than a refresh window ago (after that
-/// it syncs anyway): mistaking an old epoch for the current one would take a multiple of 2^14
-/// resubscriptions, each after a lost connection and a backoff of at least 75ms, so 20 minutes
-/// of a flapping event channel within one window, and would only delay that pin's check to the
-/// end of its window, the staleness bound the store has without events.
+/// Bits of the epoch a cached pin keeps (see [`Epochs`]). An epoch is compared with the
+/// current one and the latest recovery's, and a pin synced more than a refresh window ago
+/// syncs anyway: mistaking an old epoch for a recent one would take a multiple of 2^14 new
+/// epochs, each after a lost connection and a backoff of at least 75ms, so 20 minutes of a
+/// flapping Redis, and would only serve that pin once more from the cache before its check, as
+/// the store does when it has no events.
 const EPOCH_BITS: u32 = 14;
 const EPOCH_MASK: u16 = (1 << EPOCH_BITS) - 1;
+
+/// What a cached pin may have missed, counted in epochs. A new epoch starts at every
+/// (re)subscription to the event channel (events sent meanwhile are lost) and every time the
+/// link to Redis comes back up (other instances pinned and moved sessions meanwhile, and
+/// write back what they did as they use it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Epochs {
+    /// The current epoch.
+    pub now: u64,
+    /// The epoch the latest recovery of the link started.
+    pub recovered: u64,
+}
+
+/// What a lookup of a cached pin does before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Check {
+    /// Answer from the cache.
+    Serve,
+    /// Answer from the cache and sync with Redis in the background (claimed: the pin records it).
+    Sync,
+    /// Ask Redis first: the pin may be stale because of an outage, and Redis is up.
+    Reconcile,
+}
 
 /// One entry of the local cache, packed into 8 bytes; the table keeps its creation and
 /// last-use times. It is a `Copy` value changed in place under its shard's lock, so claiming
 /// a sync is one check-and-update that two concurrent uses cannot both win.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LocalPin {
-    /// The backend's id (see `store::backends`).
+    /// The backend name's id (see `store::names`).
     backend: u16,
-    /// [`Pending`] in the low 2 bits; above, the low [`EPOCH_BITS`] bits of the subscription
-    /// epoch of the last successful sync: a pin from an older epoch may have missed an event,
-    /// so it is verified on its next use.
+    /// [`Pending`] in the low 2 bits; above, the low [`EPOCH_BITS`] bits of the epoch of the
+    /// last successful sync: a pin from an older epoch may have missed an event, so it is
+    /// verified on its next use, before answering if it predates the latest recovery.
     state: u16,
     /// Table tick of the last sync with Redis or attempt at one (at first, of the caching).
     synced: u32,
@@ -101,6 +125,27 @@ impl LocalPin {
 
     fn same_epoch(self, epoch: u64) -> bool {
         self.state >> 2 == epoch_bits(epoch)
+    }
+
+    /// Last synced before the link to Redis last came back up: Redis may hold another pin now.
+    fn synced_before_recovery(self, epochs: Epochs) -> bool {
+        let ago = |epoch: u16| epoch_bits(epochs.now).wrapping_sub(epoch) & EPOCH_MASK;
+        ago(self.state >> 2) > ago(epoch_bits(epochs.recovered))
+    }
+
+    /// What this lookup (`at`) must do before answering with the pin; `link_up`: the instance
+    /// knows Redis is up. Once it does, a pin that Redis may disagree with because of an
+    /// outage (made or moved meanwhile, or last synced before it) is reconciled before it
+    /// routes anything; otherwise a due sync is claimed as by [`claim_sync`](Self::claim_sync).
+    pub fn check(&mut self, at: Stamp, window_ms: u64, epochs: Epochs, link_up: bool) -> Check {
+        if link_up && (self.pending() != Pending::Nothing || self.synced_before_recovery(epochs)) {
+            self.synced = at.now;
+            Check::Reconcile
+        } else if self.claim_sync(at, window_ms, epochs.now) {
+            Check::Sync
+        } else {
+            Check::Serve
+        }
     }
 
     /// Whether this use of the pin (`at`) should sync it with Redis; if so, the pin records
@@ -152,6 +197,71 @@ pub(super) fn compare(ours: &str, theirs: Option<&PinValue>) -> Verdict {
         None => Verdict::Missing,
         Some(v) if v.backend == ours => Verdict::Agree,
         Some(_) => Verdict::Differs,
+    }
+}
+
+/// A step in reconciling a pin that may be stale because of an outage (see [`Check::Reconcile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// `SET NX` ours, then read what holds.
+    Offer,
+    /// Overwrite with ours (and publish it).
+    Write,
+    /// Read what Redis holds (refreshing its expiry).
+    Read,
+}
+
+/// What Redis holds for a session, as a step read it back (or, after a [`Step::Write`], ours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Held {
+    Nothing,
+    /// A value we did not write.
+    Foreign,
+    Pin(PinValue),
+}
+
+impl Held {
+    pub fn from_raw(raw: Option<&str>) -> Held {
+        match raw {
+            None => Held::Nothing,
+            Some(raw) => PinValue::decode(raw).map_or(Held::Foreign, Held::Pin),
+        }
+    }
+}
+
+/// Where reconciling goes after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Next {
+    /// Redis holds our pin: route by it, now in sync.
+    Ours,
+    /// Redis holds another pin: route by that one and cache it.
+    Theirs(PinValue),
+    Then(Step),
+    /// Redis lost our pin between our write and our read: route by ours, still unsure.
+    Unsure,
+}
+
+/// The first step for a pin with `pending` write-back: a pin made during the outage is offered
+/// (a pin another instance made meanwhile wins, as with racing new sessions); a move made
+/// during the outage is newer than what Redis holds, so it is written; a pin merely cached
+/// from before the outage is read: Redis's pin wins.
+pub(super) fn reconcile_from(pending: Pending) -> Step {
+    match pending {
+        Pending::Create => Step::Offer,
+        Pending::Replace => Step::Write,
+        Pending::Nothing => Step::Read,
+    }
+}
+
+/// After `step` found `held` (ours names backend `ours`): Redis lost a pin we read -> offer
+/// ours back; a value that is not ours to parse -> overwrite it.
+pub(super) fn reconcile_next(step: Step, ours: &str, held: Held) -> Next {
+    match held {
+        Held::Pin(v) if v.backend == ours => Next::Ours,
+        Held::Pin(v) => Next::Theirs(v),
+        Held::Foreign => Next::Then(Step::Write),
+        Held::Nothing if step == Step::Read => Next::Then(Step::Offer),
+        Held::Nothing => Next::Unsure,
     }
 }
 
@@ -230,6 +340,93 @@ mod tests {
         assert!(pin.same_epoch(5 + (1 << EPOCH_BITS)), "wraps: see EPOCH_BITS");
         pin.synced(u64::MAX);
         assert!(pin.same_epoch(u64::MAX) && pin.pending() == Pending::Nothing && pin.backend() == 1);
+    }
+
+    const NO_RECOVERY: Epochs = Epochs { now: 1, recovered: 0 };
+
+    #[test]
+    fn with_redis_up_a_pin_made_or_moved_during_the_outage_is_reconciled_before_answering() {
+        for pending in [Pending::Create, Pending::Replace] {
+            let mut pin = LocalPin::new(1, pending, 0, 1);
+            assert_eq!(pin.check(at(0), 1_000_000, NO_RECOVERY, true), Check::Reconcile, "{pending:?}");
+            assert_eq!(pin.check(at(0), 1_000_000, NO_RECOVERY, true), Check::Reconcile, "until it is synced");
+            pin.synced(1);
+            assert_eq!(pin.check(at(0), 1_000_000, NO_RECOVERY, true), Check::Serve);
+        }
+    }
+
+    #[test]
+    fn with_redis_down_a_pin_made_during_the_outage_is_served_and_synced_in_the_background() {
+        let mut pin = LocalPin::new(1, Pending::Create, 0, 1);
+        assert_eq!(pin.check(at(0), 1_000_000, NO_RECOVERY, false), Check::Serve);
+        assert_eq!(pin.check(at(RETRY_MS), 1_000_000, NO_RECOVERY, false), Check::Sync, "at the probe pace");
+    }
+
+    #[test]
+    fn a_pin_synced_before_redis_came_back_is_reconciled_and_one_synced_after_is_served() {
+        let back = Epochs { now: 7, recovered: 6 };
+        for epoch in [1, 5] {
+            let mut before = LocalPin::new(1, Pending::Nothing, 0, epoch);
+            assert_eq!(before.check(at(0), 1_000_000, back, true), Check::Reconcile, "synced in epoch {epoch}");
+        }
+        for epoch in [6, 7] {
+            let mut after = LocalPin::new(1, Pending::Nothing, 0, epoch);
+            let check = after.check(at(0), 1_000_000, back, true);
+            assert_ne!(check, Check::Reconcile, "synced in epoch {epoch}");
+        }
+        // Synced after the recovery, but before a resubscription: verified in the background.
+        assert_eq!(LocalPin::new(1, Pending::Nothing, 0, 6).check(at(RETRY_MS), 1_000_000, back, true), Check::Sync);
+        assert_eq!(LocalPin::new(1, Pending::Nothing, 0, 7).check(at(RETRY_MS), 1_000_000, back, true), Check::Serve);
+    }
+
+    #[test]
+    fn recoveries_are_compared_across_the_epoch_wrap() {
+        let wrap = 1u64 << EPOCH_BITS;
+        let back = Epochs { now: wrap + 1, recovered: wrap };
+        assert!(LocalPin::new(1, Pending::Nothing, 0, wrap - 1).synced_before_recovery(back));
+        assert!(!LocalPin::new(1, Pending::Nothing, 0, wrap).synced_before_recovery(back));
+        assert!(!LocalPin::new(1, Pending::Nothing, 0, wrap + 1).synced_before_recovery(back));
+        let never = Epochs { now: 3, recovered: 0 };
+        assert!(!LocalPin::new(1, Pending::Nothing, 0, 1).synced_before_recovery(never), "no recovery yet");
+    }
+
+    fn pin_of(backend: &str) -> Held {
+        Held::Pin(PinValue { created_ms: 1, backend: backend.into() })
+    }
+
+    #[test]
+    fn a_pin_made_during_the_outage_is_offered_and_another_instances_pin_wins() {
+        let step = reconcile_from(Pending::Create);
+        assert_eq!(step, Step::Offer);
+        assert_eq!(reconcile_next(step, "a", pin_of("a")), Next::Ours, "ours was first");
+        assert_eq!(
+            reconcile_next(step, "a", pin_of("b")),
+            Next::Theirs(PinValue { created_ms: 1, backend: "b".into() })
+        );
+        assert_eq!(reconcile_next(step, "a", Held::Nothing), Next::Unsure, "deleted between SET and GET");
+        assert_eq!(reconcile_next(step, "a", Held::Foreign), Next::Then(Step::Write));
+    }
+
+    #[test]
+    fn a_move_made_during_the_outage_overwrites_redis() {
+        let step = reconcile_from(Pending::Replace);
+        assert_eq!(step, Step::Write);
+        assert_eq!(reconcile_next(step, "a", pin_of("a")), Next::Ours, "written");
+    }
+
+    #[test]
+    fn a_pin_cached_before_the_outage_follows_redis_or_is_written_back_if_redis_has_none() {
+        let step = reconcile_from(Pending::Nothing);
+        assert_eq!(step, Step::Read);
+        assert_eq!(reconcile_next(step, "a", pin_of("a")), Next::Ours);
+        assert_eq!(
+            reconcile_next(step, "a", pin_of("b")),
+            Next::Theirs(PinValue { created_ms: 1, backend: "b".into() })
+        );
+        assert_eq!(reconcile_next(step, "a", Held::Nothing), Next::Then(Step::Offer), "Redis lost it: offered");
+        assert_eq!(reconcile_next(step, "a", Held::Foreign), Next::Then(Step::Write));
+        assert_eq!(Held::from_raw(Some("12:b")), Held::Pin(PinValue { created_ms: 12, backend: "b".into() }));
+        assert_eq!((Held::from_raw(Some("junk")), Held::from_raw(None)), (Held::Foreign, Held::Nothing));
     }
 
     #[test]
