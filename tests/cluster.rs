@@ -146,10 +146,6 @@ async fn three() -> Vec<TestBackend> {
     TestBackend::start_many(&["app1", "app2", "app3"]).await
 }
 
-fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
-    bs.iter().collect()
-}
-
 /// One instance of a Redis-backed cluster: round robin (so that two instances choosing on
 /// their own would disagree) and no active health checks (so an instance only learns about a
 /// moved session from the other instance).
