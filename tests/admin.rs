@@ -488,7 +488,7 @@ async fn reload_adds_a_backend_keeping_pins_health_runtime_state_and_counters() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_removing_a_backend_moves_its_sessions_with_the_previous_backend_header() {
     let bs = TestBackend::start_many(&["app1", "app2"]).await;
-    let lb = balancer(&refs(&bs)).set("balance.algorithm", "round_robin").start().await;
+    let lb = balancer(&refs(&bs)).set("balance.algorithm", "round_robin").start_binary().await;
     let on1 = user_on(&lb, "app1").await;
     let on2 = user_on(&lb, "app2").await;
     // A request in flight on app2 during the reload finishes there, on the old snapshot.
@@ -515,7 +515,7 @@ async fn reload_removing_a_backend_moves_its_sessions_with_the_previous_backend_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_config_is_rejected_and_the_running_one_keeps_serving() {
     let bs = TestBackend::start_many(&["app1", "app2"]).await;
-    let lb = balancer(&[&bs[0]]).start().await;
+    let lb = balancer(&[&bs[0]]).start_binary().await;
     let u = User::new();
     assert_eq!(next_hop(&lb, &u).await.0, "app1");
 
@@ -576,7 +576,7 @@ async fn clients_see_no_failure_during_ten_reloads() {
     let config = |n: usize, weight: u32| {
         balancer(&refs(&bs[..n])).set("balance.algorithm", "round_robin").backend_set("app1", "weight", weight)
     };
-    let lb = config(3, 1).start().await;
+    let lb = config(3, 1).start_binary().await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
     let mut clients = Vec::new();
@@ -693,7 +693,7 @@ async fn listen_addresses_follow_reloads_and_unchanged_ones_keep_their_sockets()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_and_the_debug_backend_header() {
     let b = TestBackend::start("app1").await;
-    let lb = balancer(&[&b]).start().await;
+    let lb = balancer(&[&b]).start_binary().await;
     let r = get(&plain_client(), &lb.url("/logged/path?q=1")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-stickylb-backend"), None, "the debug header is on by default");
@@ -709,7 +709,7 @@ async fn access_log_lines_and_the_debug_backend_header() {
         assert!(line.contains(part), "access-log line lacks {part:?}: {line}");
     }
 
-    let quiet = balancer(&[&b]).set("log.debug_headers", true).set("log.access_log", false).start().await;
+    let quiet = balancer(&[&b]).set("log.debug_headers", true).set("log.access_log", false).start_binary().await;
     let r = get(&plain_client(), &quiet.url("/quiet/path")).await;
     assert_eq!(r.header("x-stickylb-backend").as_deref(), Some("app1"));
     sleep_ms(300).await;

@@ -327,8 +327,8 @@ async fn racing_first_requests_on_two_instances_end_with_one_pin() {
 async fn a_redis_outage_is_served_from_the_local_tables_and_reconciled_after() {
     let mut redis = RedisServer::start().await;
     let bs = three().await;
-    let a = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
-    let b = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
+    let a = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start_binary().await;
+    let b = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start_binary().await;
     let on_a = sessions(&a, 20).await;
     let on_b = sessions(&b, 20).await;
 
@@ -395,7 +395,11 @@ async fn an_instance_starts_without_redis_and_uses_it_once_it_is_up() {
         for (u, backend) in &early {
             assert_eq!(&served_by(u, &a, "/later").await, backend);
         }
-        assert!(!dl.expired(), "pins never reached Redis\n{}", a.log_tail(20));
+        assert!(
+            !dl.expired(),
+            "pins never reached Redis (store errors: {:?})",
+            a.metric("stickylb_store_errors_total").await
+        );
         sleep_ms(200).await;
     }
 }
@@ -410,7 +414,7 @@ async fn a_snapshot_keeps_sessions_across_a_restart() {
             .set("balance.algorithm", "round_robin")
             .set("cluster.snapshot_file", file.display().to_string())
     };
-    let mut first = config(&file).start().await;
+    let mut first = config(&file).start_binary().await;
     let users = sessions(&first, 100).await;
     assert_eq!(counts(users.iter().map(|(_, b)| b.clone())).len(), 3);
 

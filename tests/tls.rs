@@ -144,7 +144,8 @@ async fn a_reload_serves_a_renewed_certificate_to_new_connections() {
     // Renewal writes new files over the old ones; the operator reloads.
     let renewed = make_cert(dir.path(), "live");
     assert_ne!(renewed.der, old.der);
-    assert_eq!(lb.admin_post("/api/reload").await, 200, "{}", lb.log_tail(20));
+    let reload = lb.reload().await;
+    assert_eq!(reload.status, 200, "{}", reload.describe());
     let r = https_get(&lb, &renewed, &[b"http/1.1"], "/renewed", None).await;
     assert_eq!(r.status(), 200, "a client trusting only the renewed certificate");
 }

@@ -1,7 +1,12 @@
 //! The balancer role: [`Balancer`], a running stickylb in front of test backends, with its
-//! URLs and admin API helpers. It runs as the real `stickylb` binary
-//! ([`BalancerBuilder::start`](super::BalancerBuilder::start), see `binary.rs`), stopped when
-//! the `Balancer` is dropped; a panicking test prints the config and the log tail.
+//! URLs and admin API helpers. It runs either in this test process ([`BalancerBuilder::start`],
+//! the default: see `in_process.rs`) or as the real `stickylb` binary
+//! ([`BalancerBuilder::start_binary`], for tests of signals, the log and the exit status: see
+//! `binary.rs`). Both are stopped when the `Balancer` is dropped; a panicking test prints the
+//! config (and the binary's log tail).
+//!
+//! [`BalancerBuilder::start`]: super::BalancerBuilder::start
+//! [`BalancerBuilder::start_binary`]: super::BalancerBuilder::start_binary
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +17,7 @@ use serde_json::Value;
 
 use super::binary::Process;
 use super::client::{get, plain_client, Reply};
+use super::in_process::InProcess;
 use super::metrics::metric_value;
 use super::net::HOST;
 use super::time::{sleep_ms, Deadline};
@@ -27,6 +33,7 @@ pub struct Balancer {
 
 /// What runs the balancer.
 pub(super) enum Engine {
+    InProcess(InProcess),
     Binary(Process),
 }
 
@@ -54,37 +61,45 @@ impl Balancer {
         std::fs::read_to_string(&self.config_path).unwrap_or_default()
     }
 
-    /// Whether the process still runs.
+    /// Whether it still runs: the process has not exited, or the in-process runtime thread has
+    /// not ended.
     pub fn is_running(&mut self) -> bool {
         match &mut self.engine {
+            Engine::InProcess(p) => p.is_running(),
             Engine::Binary(p) => p.is_running(),
         }
     }
 
-    fn process(&self, _what: &str) -> &Process {
+    /// The process, for what only the binary has; a clear panic for an in-process balancer.
+    fn process(&self, what: &str) -> &Process {
         match &self.engine {
             Engine::Binary(p) => p,
+            Engine::InProcess(_) => panic!(
+                "{what} needs the real stickylb binary, and this balancer runs in-process: \
+                 start it with .start_binary() instead of .start()"
+            ),
         }
     }
 
-    /// The process's id.
+    /// The process's id (binary only).
     pub fn pid(&self) -> u32 {
         self.process("pid()").pid()
     }
 
-    /// The last `n` lines of the process's stdout+stderr.
+    /// The last `n` lines of the process's stdout+stderr (binary only).
     pub fn log_tail(&self, n: usize) -> String {
         self.process("log_tail()").log_tail(n)
     }
 
-    /// Sends a signal by name (`"TERM"`, `"HUP"`, ...) with the `kill` utility.
+    /// Sends a signal by name (`"TERM"`, `"HUP"`, ...) with the `kill` utility (binary only).
     pub fn signal(&self, sig: &str) {
         self.process("signal()").signal(sig)
     }
 
-    /// Waits for the process to exit; `None` if it still runs after `timeout`.
+    /// Waits for the process to exit; `None` if it still runs after `timeout` (binary only).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let Engine::Binary(p) = &mut self.engine;
+        self.process("wait_exit()");
+        let Engine::Binary(p) = &mut self.engine else { unreachable!() };
         p.wait_exit(timeout).await
     }
 
@@ -163,6 +178,12 @@ impl Balancer {
         r.status().as_u16()
     }
 
+    /// POST /api/reload: the answer (200, or 400 with the config's errors in its JSON body).
+    pub async fn reload(&self) -> Reply {
+        let r = plain_client().post(self.admin_url("/api/reload")).send().await.expect("POST /api/reload");
+        Reply::read(r).await.expect("POST /api/reload: reading the answer")
+    }
+
     /// DELETE an admin path, returns the status.
     pub async fn admin_delete(&self, path: &str) -> u16 {
         let r =
@@ -180,15 +201,23 @@ impl Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
-        let Engine::Binary(p) = &mut self.engine;
-        p.kill();
+        let log = match &mut self.engine {
+            Engine::InProcess(p) => {
+                p.stop();
+                None
+            }
+            Engine::Binary(p) => {
+                p.kill();
+                Some(p.log_tail(30))
+            }
+        };
         if std::thread::panicking() {
-            eprintln!(
-                "--- stickylb (port {}) config ---\n{}\n--- stickylb output tail ---\n{}\n---",
-                self.port,
-                self.config_text(),
-                self.log_tail(30)
-            );
+            let how = if log.is_some() { "binary" } else { "in-process" };
+            eprintln!("--- stickylb ({how}, port {}) config ---\n{}", self.port, self.config_text());
+            if let Some(log) = log {
+                eprintln!("--- stickylb output tail ---\n{log}");
+            }
+            eprintln!("---");
         }
     }
 }

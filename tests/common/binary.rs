@@ -1,4 +1,5 @@
-//! The balancer as the real `stickylb` binary. Killed (SIGKILL) and reaped on drop.
+//! The balancer as the real `stickylb` binary: for the tests whose subject is the process
+//! itself (signals, its log, its exit status). Killed (SIGKILL) and reaped on drop.
 
 use std::fs::{self, File};
 use std::path::PathBuf;
@@ -13,8 +14,9 @@ use super::time::{secs, sleep_ms, Deadline};
 
 impl BalancerBuilder {
     /// Writes the config, starts `stickylb --config FILE` and waits (<= 10 s) until both the
-    /// listen and the admin port accept connections.
-    pub async fn start(self) -> Balancer {
+    /// listen and the admin port accept connections. Only for tests that need the process:
+    /// [`start`](BalancerBuilder::start) runs the same balancer in-process, faster.
+    pub async fn start_binary(self) -> Balancer {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let admin_port = free_port();

@@ -5,8 +5,9 @@
 //! - `backend.rs`: [`TestBackend`], a named HTTP/1.1 backend that echoes what it saw and can
 //!   be stopped and restarted like a process; [`refs`].
 //! - `config.rs`: [`balancer`] / [`BalancerBuilder`], the config around some backends.
-//! - `balancer.rs`: [`Balancer`], URLs and admin API helpers; `binary.rs` starts it as the
-//!   real binary ([`BalancerBuilder::start`]).
+//! - `balancer.rs`: [`Balancer`], URLs and admin API helpers; `in_process.rs` starts it in
+//!   this process through the library ([`BalancerBuilder::start`], the default), `binary.rs`
+//!   as the real binary ([`BalancerBuilder::start_binary`], for signals, logs, exit codes).
 //! - `client.rs`: [`User`] (a cookie-keeping client), [`plain_client`], [`Reply`], cookies.
 //! - `raw.rs`: [`RawConn`], byte-exact HTTP/1.1.
 //! - `metrics.rs`: [`metric_value`] and a Prometheus text-format checker.
@@ -24,6 +25,7 @@ mod cli;
 mod client;
 mod config;
 mod data;
+mod in_process;
 mod metrics;
 mod net;
 mod raw;
