@@ -10,6 +10,8 @@
 //!   as the real binary ([`BalancerBuilder::start_binary`], for signals, logs, exit codes).
 //! - `client.rs`: [`User`] (a cookie-keeping client), [`plain_client`], [`Reply`], cookies.
 //! - `raw.rs`: [`RawConn`], byte-exact HTTP/1.1.
+//! - `h2.rs`: [`H2Conn`], HTTP/2 (h2c or TLS) that sends header fields exactly as given.
+//! - `tls.rs`: [`TestCert`], self-signed certificates for `[server.tls]`; [`tls_connect`].
 //! - `metrics.rs`: [`metric_value`] and a Prometheus text-format checker.
 //! - `cli.rs`: [`run_cli`]; `net.rs`: [`HOST`], [`free_port`]; `time.rs`: [`Deadline`];
 //!   `data.rs`: deterministic bytes, hashes, [`counts`].
@@ -25,11 +27,13 @@ mod cli;
 mod client;
 mod config;
 mod data;
+mod h2;
 mod in_process;
 mod metrics;
 mod net;
 mod raw;
 mod time;
+mod tls;
 
 pub use backend::*;
 pub use balancer::*;
@@ -37,7 +41,9 @@ pub use cli::*;
 pub use client::*;
 pub use config::*;
 pub use data::*;
+pub use h2::*;
 pub use metrics::*;
 pub use net::*;
 pub use raw::*;
 pub use time::*;
+pub use tls::*;
