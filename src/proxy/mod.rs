@@ -300,6 +300,7 @@ fn prepare_upstream(parts: &mut http::request::Parts, client: SocketAddr, proto:
             parts.headers.insert(header::HOST, v);
         }
     }
+    headers::join_cookies(&mut parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(PREVIOUS_BACKEND);
     headers::add_forwarded(&mut parts.headers, client, proto.as_str());

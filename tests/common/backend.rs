@@ -30,6 +30,11 @@ const MAX_BIG_BYTES: usize = 256 * 1024 * 1024;
 /// Frame size of streamed `/big` bodies.
 const STREAM_CHUNK: usize = 64 * 1024;
 
+/// The Set-Cookie fields `/set-cookies` answers with, in order (an `Expires` date has a comma,
+/// which is why Set-Cookie fields can never be joined into one).
+pub const THREE_SET_COOKIES: [&str; 3] =
+    ["theme=dark; Path=/", "lang=en; Path=/; Expires=Wed, 21 Oct 2037 07:28:00 GMT", "cart=3; Path=/shop; HttpOnly"];
+
 /// `&[TestBackend]` as the `&[&TestBackend]` that [`balancer`](super::balancer) takes.
 pub fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
     bs.iter().collect()
@@ -57,6 +62,11 @@ impl Seen {
             self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
         (!vals.is_empty()).then(|| vals.join(", "))
     }
+
+    /// Every field of a request header, one value per field as received.
+    pub fn fields(&self, name: &str) -> Vec<String> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
+    }
 }
 
 struct BackendState {
@@ -76,7 +86,8 @@ struct BackendState {
 /// A tiny HTTP/1.1 backend on 127.0.0.1 with a name. Routes:
 /// `/health` (200, or 503 while failing), `/login` (Set-Cookie JSESSIONID + X-Session-Id),
 /// `/slow?ms=N`, `/big?bytes=N` (streamed [`big_bytes`]), `/status?code=N`, `/hop` (answers
-/// with hop-by-hop headers), anything else: JSON echo
+/// with hop-by-hop headers), `/set-cookies` (three Set-Cookie fields, [`THREE_SET_COOKIES`]),
+/// anything else: JSON echo
 /// `{"backend","method","path","headers","body_sha256","body_len"}`.
 pub struct TestBackend {
     state: Arc<BackendState>,
@@ -366,6 +377,11 @@ async fn handle(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Respons
         "/status" => {
             let code = query_param(&query, "code").and_then(|v| v.parse::<u16>().ok()).unwrap_or(200);
             return Ok(build(code, "application/json", &backend_hdr, echo.to_string().into()));
+        }
+        "/set-cookies" => {
+            let mut extra = vec![("x-backend", st.name.clone())];
+            extra.extend(THREE_SET_COOKIES.iter().map(|c| ("set-cookie", c.to_string())));
+            return Ok(build(200, "application/json", &extra, echo.to_string().into()));
         }
         "/hop" => {
             let extra = [
