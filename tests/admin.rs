@@ -16,10 +16,6 @@ use serde_json::Value;
 
 const TOKEN: &str = "admin-t0ken-4f9c2e7d";
 
-fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
-    bs.iter().collect()
-}
-
 // ------------------------------------------------------------------------------------ helpers
 
 /// Any admin request: method, path, optional bearer token, optional extra headers.
@@ -104,165 +100,6 @@ async fn scrape(lb: &Balancer) -> String {
 }
 
 // ------------------------------------------------------------------- Prometheus text grammar
-
-/// One sample line: name, labels, value.
-#[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-fn is_metric_name(s: &str) -> bool {
-    let mut cs = s.chars();
-    cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-fn is_label_name(s: &str) -> bool {
-    let mut cs = s.chars();
-    cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn parse_value(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        _ if s.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.') => s.parse().ok(),
-        _ => None,
-    }
-}
-
-/// `{a="x",b="y\"z"}` (after the name) -> labels and the rest of the line.
-fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = s.strip_prefix('{').ok_or("no {")?;
-    loop {
-        if let Some(r) = rest.strip_prefix('}') {
-            return Ok((labels, r));
-        }
-        let eq = rest.find('=').ok_or("label without =")?;
-        let name = &rest[..eq];
-        if !is_label_name(name) {
-            return Err(format!("bad label name {name:?}"));
-        }
-        let mut chars = rest[eq + 1..].char_indices();
-        if chars.next().map(|(_, c)| c) != Some('"') {
-            return Err("label value not quoted".into());
-        }
-        let mut value = String::new();
-        let end = loop {
-            match chars.next() {
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c @ ('\\' | '"'))) => value.push(c),
-                    other => return Err(format!("bad escape {other:?}")),
-                },
-                Some((i, '"')) => break eq + 1 + i + 1,
-                Some((_, c)) => value.push(c),
-                None => return Err("unterminated label value".into()),
-            }
-        };
-        if labels.insert(name.to_string(), value).is_some() {
-            return Err(format!("label {name} twice"));
-        }
-        rest = &rest[end..];
-        if let Some(r) = rest.strip_prefix(',') {
-            rest = r;
-        } else if !rest.starts_with('}') {
-            return Err("expected , or } after a label".into());
-        }
-    }
-}
-
-/// Checks the Prometheus text exposition format (0.0.4) line by line and returns the samples:
-/// `# HELP name text` / `# TYPE name type` well formed, at most one TYPE per family and before
-/// its samples, each family's samples together, every sample `name{labels} value` with a
-/// declared family (histograms: `_bucket` with `le`, `_sum`, `_count`), no series twice.
-fn parse_exposition(text: &str) -> Vec<Sample> {
-    assert!(text.ends_with('\n'), "exposition does not end with a newline");
-    let mut types: BTreeMap<String, String> = BTreeMap::new();
-    let mut finished: BTreeSet<String> = BTreeSet::new();
-    let mut current: Option<String> = None;
-    let mut seen = BTreeSet::new();
-    let mut samples = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let at = |msg: String| format!("line {}: {msg}: {line:?}", i + 1);
-        assert!(!line.trim().is_empty(), "{}", at("empty line".into()));
-        if let Some(comment) = line.strip_prefix('#') {
-            let parts: Vec<&str> = comment.trim_start().splitn(3, ' ').collect();
-            match parts.as_slice() {
-                ["HELP", name, ..] => {
-                    assert!(is_metric_name(name), "{}", at("bad HELP name".into()));
-                }
-                ["TYPE", name, ty] => {
-                    assert!(is_metric_name(name), "{}", at("bad TYPE name".into()));
-                    assert!(
-                        ["counter", "gauge", "histogram", "summary", "untyped"].contains(ty),
-                        "{}",
-                        at(format!("unknown type {ty}"))
-                    );
-                    assert!(types.insert(name.to_string(), ty.to_string()).is_none(), "{}", at("TYPE twice".into()));
-                }
-                ["TYPE", ..] | ["HELP"] => panic!("{}", at("malformed TYPE/HELP".into())),
-                _ => {}
-            }
-            continue;
-        }
-        let name_end = line.find(['{', ' ']).unwrap_or_else(|| panic!("{}", at("no value".into())));
-        let name = &line[..name_end];
-        assert!(is_metric_name(name), "{}", at("bad metric name".into()));
-        let (labels, rest) = if line[name_end..].starts_with('{') {
-            parse_labels(&line[name_end..]).unwrap_or_else(|e| panic!("{}", at(e)))
-        } else {
-            (BTreeMap::new(), &line[name_end..])
-        };
-        let fields: Vec<&str> =
-            rest.strip_prefix(' ').unwrap_or_else(|| panic!("{}", at("no space".into()))).split(' ').collect();
-        assert!(matches!(fields.len(), 1 | 2), "{}", at("want `value [timestamp]`".into()));
-        let value = parse_value(fields[0]).unwrap_or_else(|| panic!("{}", at("bad value".into())));
-        if let Some(ts) = fields.get(1) {
-            assert!(ts.parse::<i64>().is_ok(), "{}", at("bad timestamp".into()));
-        }
-        // The family this sample belongs to.
-        let family = types
-            .iter()
-            .find(|(f, ty)| {
-                *f == name
-                    || (ty.as_str() == "histogram"
-                        && [format!("{f}_bucket"), format!("{f}_sum"), format!("{f}_count")]
-                            .contains(&name.to_string()))
-            })
-            .map(|(f, _)| f.clone())
-            .unwrap_or_else(|| panic!("{}", at("sample without a TYPE line before it".into())));
-        if name.ends_with("_bucket") && types[&family] == "histogram" {
-            assert!(labels.contains_key("le"), "{}", at("bucket without le".into()));
-        }
-        if current.as_deref() != Some(&family) {
-            assert!(!finished.contains(&family), "{}", at("family's samples are not together".into()));
-            if let Some(prev) = current.replace(family.clone()) {
-                finished.insert(prev);
-            }
-        }
-        assert!(seen.insert(format!("{name}{labels:?}")), "{}", at("series twice".into()));
-        samples.push(Sample { name: name.to_string(), labels, value });
-    }
-    samples
-}
-
-/// The samples of `name`, keyed by their labels rendered `k=v,k=v`.
-fn series(samples: &[Sample], name: &str) -> BTreeMap<String, f64> {
-    samples
-        .iter()
-        .filter(|s| s.name == name)
-        .map(|s| (s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","), s.value))
-        .collect()
-}
-
-fn type_of(text: &str, family: &str) -> Option<String> {
-    text.lines().find_map(|l| l.strip_prefix(&format!("# TYPE {family} ")).map(str::to_string))
-}
 
 #[test]
 fn the_grammar_checker_rejects_what_prometheus_would() {
@@ -651,7 +488,7 @@ async fn reload_adds_a_backend_keeping_pins_health_runtime_state_and_counters() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_removing_a_backend_moves_its_sessions_with_the_previous_backend_header() {
     let bs = TestBackend::start_many(&["app1", "app2"]).await;
-    let lb = balancer(&refs(&bs)).set("balance.algorithm", "round_robin").start().await;
+    let lb = balancer(&refs(&bs)).set("balance.algorithm", "round_robin").start_binary().await;
     let on1 = user_on(&lb, "app1").await;
     let on2 = user_on(&lb, "app2").await;
     // A request in flight on app2 during the reload finishes there, on the old snapshot.
@@ -678,7 +515,7 @@ async fn reload_removing_a_backend_moves_its_sessions_with_the_previous_backend_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_config_is_rejected_and_the_running_one_keeps_serving() {
     let bs = TestBackend::start_many(&["app1", "app2"]).await;
-    let lb = balancer(&[&bs[0]]).start().await;
+    let lb = balancer(&[&bs[0]]).start_binary().await;
     let u = User::new();
     assert_eq!(next_hop(&lb, &u).await.0, "app1");
 
@@ -739,7 +576,7 @@ async fn clients_see_no_failure_during_ten_reloads() {
     let config = |n: usize, weight: u32| {
         balancer(&refs(&bs[..n])).set("balance.algorithm", "round_robin").backend_set("app1", "weight", weight)
     };
-    let lb = config(3, 1).start().await;
+    let lb = config(3, 1).start_binary().await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
     let mut clients = Vec::new();
@@ -856,7 +693,7 @@ async fn listen_addresses_follow_reloads_and_unchanged_ones_keep_their_sockets()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_and_the_debug_backend_header() {
     let b = TestBackend::start("app1").await;
-    let lb = balancer(&[&b]).start().await;
+    let lb = balancer(&[&b]).start_binary().await;
     let r = get(&plain_client(), &lb.url("/logged/path?q=1")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-stickylb-backend"), None, "the debug header is on by default");
@@ -872,7 +709,7 @@ async fn access_log_lines_and_the_debug_backend_header() {
         assert!(line.contains(part), "access-log line lacks {part:?}: {line}");
     }
 
-    let quiet = balancer(&[&b]).set("log.debug_headers", true).set("log.access_log", false).start().await;
+    let quiet = balancer(&[&b]).set("log.debug_headers", true).set("log.access_log", false).start_binary().await;
     let r = get(&plain_client(), &quiet.url("/quiet/path")).await;
     assert_eq!(r.header("x-stickylb-backend").as_deref(), Some("app1"));
     sleep_ms(300).await;

@@ -155,10 +155,6 @@ async fn three() -> Vec<TestBackend> {
     TestBackend::start_many(&["app1", "app2", "app3"]).await
 }
 
-fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
-    bs.iter().collect()
-}
-
 /// One instance of a Redis-backed cluster: round robin (so that two instances choosing on
 /// their own would disagree) and no active health checks (so an instance only learns about a
 /// moved session from the other instance).
@@ -354,8 +350,8 @@ async fn racing_invented_ids_on_two_instances_create_no_pins_and_issued_ids_agre
 async fn a_redis_outage_is_served_from_the_local_tables_and_reconciled_after() {
     let mut redis = RedisServer::start().await;
     let bs = three().await;
-    let a = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
-    let b = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
+    let a = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start_binary().await;
+    let b = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start_binary().await;
     let on_a = sessions(&a, 20).await;
     let on_b = sessions(&b, 20).await;
 
@@ -411,8 +407,8 @@ async fn a_redis_outage_is_served_from_the_local_tables_and_reconciled_after() {
 }
 
 /// During an outage, each instance pins the same new session on its own (header mode: the
-/// first request carrying a session id pins it, here to each instance's own round-robin
-/// choice; only sessions the two pinned to different backends are kept). When Redis is back and each instance knows it (it reached Redis for
+/// backend each instance's round robin chose issues the same id — `/login?sid=` — and each
+/// instance pins it there; only sessions the two pinned to different backends are kept). When Redis is back and each instance knows it (it reached Redis for
 /// other sessions), the session's first request on either instance already goes where Redis
 /// says: the instance asked first writes its pin back (`SET NX`), the other adopts it. A
 /// stale outage-local pin routes nothing, not even the one request that would only trigger a
@@ -422,7 +418,7 @@ async fn after_an_outage_the_first_request_of_a_session_on_every_instance_goes_w
     let mut redis = RedisServer::start().await;
     let bs = three().await;
     let start = || instance(&bs, &redis.url()).set("session.mode", "header").set("cluster.redis_timeout", "200ms");
-    let (a, b) = (start().start().await, start().start().await);
+    let (a, b) = (start().start_binary().await, start().start_binary().await);
     let client = plain_client();
     redis.kill();
     let run = std::process::id();
@@ -430,8 +426,9 @@ async fn after_an_outage_the_first_request_of_a_session_on_every_instance_goes_w
     for i in 0..30 {
         let key = format!("split-{run}-{i}");
         let h = [("X-Session-Id", key.as_str())];
-        let on_a = get_with(&client, &a.url("/outage"), &h).await.backend().expect("A: backend");
-        let on_b = get_with(&client, &b.url("/outage"), &h).await.backend().expect("B: backend");
+        let issue = format!("/login?sid={key}");
+        let on_a = get_with(&client, &a.url(&issue), &h).await.backend().expect("A: backend");
+        let on_b = get_with(&client, &b.url(&issue), &h).await.backend().expect("B: backend");
         if on_a == on_b {
             // The two round robins start at random places: a request without a session moves
             // B's a step, so that the next session lands on different backends.
@@ -480,7 +477,11 @@ async fn an_instance_starts_without_redis_and_uses_it_once_it_is_up() {
         for (u, backend) in &early {
             assert_eq!(&served_by(u, &a, "/later").await, backend);
         }
-        assert!(!dl.expired(), "pins never reached Redis\n{}", a.log_tail(20));
+        assert!(
+            !dl.expired(),
+            "pins never reached Redis (store errors: {:?})",
+            a.metric("stickylb_store_errors_total").await
+        );
         sleep_ms(200).await;
     }
 }
@@ -495,7 +496,7 @@ async fn a_snapshot_keeps_sessions_across_a_restart() {
             .set("balance.algorithm", "round_robin")
             .set("cluster.snapshot_file", file.display().to_string())
     };
-    let mut first = config(&file).start().await;
+    let mut first = config(&file).start_binary().await;
     let users = sessions(&first, 100).await;
     assert_eq!(counts(users.iter().map(|(_, b)| b.clone())).len(), 3);
 
@@ -518,8 +519,8 @@ async fn a_snapshot_keeps_sessions_across_a_restart() {
 async fn sessions_born_during_an_outage_agree_across_instances_by_their_cookie() {
     let mut redis = RedisServer::start().await;
     let bs = three().await;
-    let a = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
-    let b = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start().await;
+    let a = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start_binary().await;
+    let b = instance(&bs, &redis.url()).set("cluster.redis_timeout", "200ms").start_binary().await;
     // B's round robin one step ahead of A's: choosing on its own, B would disagree.
     served_by(&User::new(), &b, "/skew").await;
     redis.kill();

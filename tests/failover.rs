@@ -12,10 +12,6 @@ async fn three() -> Vec<TestBackend> {
     TestBackend::start_many(&["app1", "app2", "app3"]).await
 }
 
-fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
-    bs.iter().collect()
-}
-
 fn named<'a>(bs: &'a [TestBackend], name: &str) -> &'a TestBackend {
     bs.iter().find(|b| b.name() == name).unwrap_or_else(|| panic!("no backend {name}"))
 }

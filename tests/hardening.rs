@@ -172,7 +172,7 @@ async fn slow_clients_holding_every_slot_do_not_keep_a_normal_client_waiting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_two_workers_logs_the_real_number_of_open_connections() {
     let bs = TestBackend::start_many(&["app1"]).await;
-    let mut lb = balancer(&[&bs[0]]).set("server.threads", 2).start().await;
+    let mut lb = balancer(&[&bs[0]]).set("server.threads", 2).start_binary().await;
     let mut pending = Vec::new();
     for _ in 0..2 {
         let url = lb.url("/slow?ms=800");

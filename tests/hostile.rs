@@ -72,8 +72,11 @@ async fn throw(addr: std::net::SocketAddr, data: &[u8]) -> Option<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_random_requests_get_errors_or_closes_and_users_are_unaffected() {
     let b = TestBackend::start("app1").await;
-    let mut lb =
-        balancer(&[&b]).set("server.max_header_bytes", 4096).set("server.header_read_timeout", "2s").start().await;
+    let mut lb = balancer(&[&b])
+        .set("server.max_header_bytes", 4096)
+        .set("server.header_read_timeout", "2s")
+        .start_binary()
+        .await;
     let addr = lb.addr();
     let user = User::new();
     let mut rng = StdRng::seed_from_u64(0x5EED_0001);

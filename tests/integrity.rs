@@ -106,7 +106,7 @@ async fn invented_learn_ids_create_no_pins_and_evict_nobody() {
 async fn insert_sessions_keep_their_backend_across_a_restart_without_snapshot() {
     let bs = three().await;
     let builder = || balancer(&refs(&bs)).set("balance.algorithm", "round_robin");
-    let mut first = builder().start().await;
+    let mut first = builder().start_binary().await;
     let mut users = Vec::new();
     for i in 0..12 {
         let u = User::new();
@@ -275,7 +275,7 @@ async fn a_killed_and_restarted_backend_takes_new_sessions_within_a_few_probes()
         .set("health.healthy_threshold", 2)
         .set("passive.consecutive_failures", 1)
         .set("passive.ejection_time", "60s")
-        .start()
+        .start_binary()
         .await;
     bs[1].stop().await;
     // Traffic ejects it passively (a refused connection) long before its 60 s are over.

@@ -1,5 +1,6 @@
 //! Foundation: proxying, forwarded and hop-by-hop headers, streaming bodies, keep-alive,
-//! error statuses, `stickylb check`, graceful SIGTERM, body limits. Real binary, real sockets.
+//! error statuses, `stickylb check`, graceful SIGTERM, body limits. Real sockets; the real
+//! binary where the process is the point (SIGTERM, `check`).
 
 mod common;
 
@@ -223,7 +224,7 @@ async fn body_larger_than_max_body_bytes_gives_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_inflight_request_refuses_new_ones_and_exits_0() {
     let b = TestBackend::start("app1").await;
-    let mut lb = plain(&[&b]).set("server.shutdown_timeout", "10s").start().await;
+    let mut lb = plain(&[&b]).set("server.shutdown_timeout", "10s").start_binary().await;
     let url = lb.url("/slow?ms=1500");
     let slow = tokio::spawn(async move { try_get(&plain_client(), &url).await });
     assert!(b.wait_inflight(1, secs(5)).await, "the slow request never reached the backend");

@@ -12,10 +12,6 @@ async fn three() -> Vec<TestBackend> {
     TestBackend::start_many(&["app1", "app2", "app3"]).await
 }
 
-fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
-    bs.iter().collect()
-}
-
 /// Changes one alphanumeric character as near the middle of `v` as possible.
 fn tamper(v: &str) -> String {
     const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

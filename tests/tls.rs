@@ -4,36 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
-
-/// A self-signed certificate for localhost / 127.0.0.1, written as PEM files.
-struct TestCert {
-    cert: PathBuf,
-    key: PathBuf,
-    der: CertificateDer<'static>,
-}
-
-fn make_cert(dir: &Path, name: &str) -> TestCert {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .expect("generate a test certificate");
-    let cert = write_file(dir, &format!("{name}.crt"), &made.cert.pem());
-    let key = write_file(dir, &format!("{name}.key"), &made.key_pair.serialize_pem());
-    TestCert { cert, key, der: made.cert.der().clone() }
-}
-
-fn with_tls(b: BalancerBuilder, cert: &TestCert) -> BalancerBuilder {
-    b.set("server.tls.cert", cert.cert.to_str().unwrap()).set("server.tls.key", cert.key.to_str().unwrap())
-}
 
 /// One GET over a new TLS connection offering `alpn`; the answer and the HTTP version used.
 async fn https_get(
@@ -43,20 +20,7 @@ async fn https_get(
     path: &str,
     cookie: Option<&str>,
 ) -> Response<Bytes> {
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.der.clone()).unwrap();
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("TLS handshake with stickylb");
+    let tls = tls_connect(lb.addr(), cert, alpn).await;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let mut req = Request::get(format!("https://localhost:{}{path}", lb.addr().port()));
     if let Some(c) = cookie {
@@ -144,7 +108,8 @@ async fn a_reload_serves_a_renewed_certificate_to_new_connections() {
     // Renewal writes new files over the old ones; the operator reloads.
     let renewed = make_cert(dir.path(), "live");
     assert_ne!(renewed.der, old.der);
-    assert_eq!(lb.admin_post("/api/reload").await, 200, "{}", lb.log_tail(20));
+    let reload = lb.reload().await;
+    assert_eq!(reload.status, 200, "{}", reload.describe());
     let r = https_get(&lb, &renewed, &[b"http/1.1"], "/renewed", None).await;
     assert_eq!(r.status(), 200, "a client trusting only the renewed certificate");
 }

@@ -172,7 +172,7 @@ async fn an_open_tunnel_counts_as_a_connection_and_is_drained_at_shutdown() {
         .set("health.enabled", false)
         .set("server.max_connections", 1)
         .set("server.shutdown_timeout", "20s")
-        .start()
+        .start_binary()
         .await;
     let mut tunnel = open_tunnel(&lb).await;
 

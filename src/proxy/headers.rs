@@ -1,4 +1,5 @@
-//! Header rewriting for both directions: hop-by-hop headers out, forwarding headers in.
+//! Header rewriting for both directions: hop-by-hop headers out, forwarding headers in, split
+//! `Cookie` fields joined into one for the HTTP/1.1 hop.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::fmt::Write;
@@ -45,6 +46,43 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
         for name in names {
             headers.remove(name);
+        }
+    }
+}
+
+/// Join every `Cookie` field into one, in order, separated by `"; "` (RFC 9113 8.2.3: HTTP/2
+/// clients may split the cookie into several fields, which must be one before an HTTP/1.1
+/// hop). Several `Cookie` lines from an HTTP/1.1 client are joined the same way, as nginx
+/// does: a backend reading only the first line would otherwise miss cookies. Empty fields are
+/// skipped (and a Cookie made only of empty fields is removed). With at most one field
+/// nothing changes and nothing is allocated.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let fields = headers.get_all(header::COOKIE);
+    let mut iter = fields.iter();
+    if iter.next().is_none() || iter.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::with_capacity(fields.iter().map(|v| v.len() + 2).sum());
+    let mut sensitive = false;
+    for value in fields {
+        sensitive |= value.is_sensitive();
+        let crumb = value.as_bytes().trim_ascii();
+        if crumb.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb);
+    }
+    // Each field was a valid value and "; " is valid text, so this cannot fail.
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        Ok(mut value) if !value.is_empty() => {
+            value.set_sensitive(sensitive);
+            headers.insert(header::COOKIE, value);
+        }
+        _ => {
+            headers.remove(header::COOKIE);
         }
     }
 }
@@ -195,6 +233,65 @@ mod tests {
             strip_hop_by_hop(&mut h);
             assert_eq!(h.len(), 1, "{name} stayed: {h:?}");
         }
+    }
+
+    fn cookies(h: &HeaderMap) -> Vec<&str> {
+        h.get_all(header::COOKIE).iter().map(|v| v.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn split_cookie_fields_become_one_in_order() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.insert("x-other", HeaderValue::from_static("kept"));
+        h.append("cookie", HeaderValue::from_static("STICKYLB=v.sig; b=2"));
+        h.append("cookie", HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        assert_eq!(cookies(&h), ["a=1; STICKYLB=v.sig; b=2; c=3"]);
+        assert_eq!(h["x-other"], "kept");
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn one_cookie_field_or_none_is_left_alone() {
+        let mut h = HeaderMap::new();
+        join_cookies(&mut h);
+        assert!(h.is_empty());
+        // Untouched, even an odd single field (the same value object, not a rebuilt one).
+        let one = HeaderValue::from_static(" a=1;  b=2 ");
+        h.insert("cookie", one.clone());
+        let before = h["cookie"].as_bytes().as_ptr();
+        join_cookies(&mut h);
+        assert_eq!(cookies(&h), [" a=1;  b=2 "]);
+        assert_eq!(h["cookie"].as_bytes().as_ptr(), before, "a single field was rebuilt");
+    }
+
+    #[test]
+    fn empty_cookie_fields_are_skipped() {
+        let mut h = HeaderMap::new();
+        for v in ["", "a=1", "  ", " b=2 ", ""] {
+            h.append("cookie", HeaderValue::from_str(v).unwrap());
+        }
+        join_cookies(&mut h);
+        assert_eq!(cookies(&h), ["a=1; b=2"]);
+
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static(""));
+        h.append("cookie", HeaderValue::from_static(" "));
+        join_cookies(&mut h);
+        assert!(!h.contains_key("cookie"), "a Cookie of nothing: {h:?}");
+    }
+
+    #[test]
+    fn a_sensitive_cookie_field_keeps_the_joined_one_sensitive() {
+        let mut h = HeaderMap::new();
+        let mut secret = HeaderValue::from_static("session=s3cret");
+        secret.set_sensitive(true);
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", secret);
+        join_cookies(&mut h);
+        assert_eq!(cookies(&h), ["a=1; session=s3cret"]);
+        assert!(h["cookie"].is_sensitive());
     }
 
     #[test]

@@ -49,6 +49,9 @@ fn settle_host(parts: &mut request::Parts) -> Result<(), ProxyError> {
 /// Rewrite the request head for the upstream hop (done once; each attempt clones it).
 pub fn prepare(parts: &mut request::Parts, client: SocketAddr, proto: Proto) -> Result<(), ProxyError> {
     settle_host(parts)?;
+    // HTTP/2 clients may split their cookies over several fields (RFC 9113 8.2.3); an
+    // HTTP/1.1 backend gets one Cookie header.
+    headers::join_cookies(&mut parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(PREVIOUS_BACKEND);
     headers::add_forwarded(&mut parts.headers, client, proto.as_str());
