@@ -434,8 +434,10 @@ async fn metrics_are_valid_prometheus_text_and_count_every_response_exactly() {
         assert_eq!(sessions[&format!("backend={name}")], b["sessions"].as_f64().unwrap(), "sessions of {name}");
     }
     let reasons: BTreeSet<String> = series(&samples, "stickylb_session_reassignments_total").into_keys().collect();
-    let want: BTreeSet<String> =
-        ["connect_failed", "down", "ejected", "maint", "removed"].iter().map(|r| format!("reason={r}")).collect();
+    let want: BTreeSet<String> = ["connect_failed", "down", "ejected", "maint", "overload", "removed"]
+        .iter()
+        .map(|r| format!("reason={r}"))
+        .collect();
     assert_eq!(reasons, want);
     assert_eq!(series(&samples, "stickylb_cookie_rejected_total")[""], 1.0);
     assert_eq!(series(&samples, "stickylb_store_errors_total")[""], 0.0);

@@ -212,6 +212,7 @@ fn mode_name(m: SessionMode) -> &'static str {
         SessionMode::Insert => "insert",
         SessionMode::Learn => "learn",
         SessionMode::Header => "header",
+        SessionMode::Soap => "soap",
         SessionMode::None => "none",
     }
 }

@@ -18,6 +18,8 @@ pub struct Backend {
     pub weight: u32,
     pub max_connections: usize,
     pub slow_start: Duration,
+    /// The servlet container's jvmRoute (learn mode: `ID.ROUTE` session ids).
+    pub route: Option<Arc<str>>,
     /// `[health]` with this backend's overrides applied.
     pub check: HealthConfig,
     /// Active and passive health; shared with the reconfigured copies of this backend.
@@ -41,6 +43,7 @@ impl Backend {
             weight: *cfg.weight.get_ref(),
             max_connections: cfg.max_connections,
             slow_start: cfg.slow_start,
+            route: cfg.route.as_ref().map(|r| Arc::from(r.get_ref().as_str())),
             check: health.with_override(&cfg.health),
             health: Arc::default(),
             state: AtomicU8::new(state_to_u8(cfg.state)),

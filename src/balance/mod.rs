@@ -6,12 +6,14 @@
 //! state are decided elsewhere (`health`, `admin`) and only read here.
 
 mod backend;
+mod bounded;
 mod hash;
 mod least_conn;
 mod random_two;
 mod round_robin;
 
 pub use backend::{Backend, InFlight};
+pub use bounded::Bound;
 pub use hash::stable_hash;
 
 use crate::config::{Algorithm, Config};
@@ -22,6 +24,8 @@ use std::sync::Arc;
 pub struct Pool {
     backends: Vec<Arc<Backend>>,
     algorithm: Algorithm,
+    /// `balance.bounded_load`.
+    bounded_load: f64,
     rr: round_robin::Schedule,
 }
 
@@ -41,7 +45,12 @@ impl Pool {
             })
             .collect();
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-        Pool { rr: round_robin::Schedule::new(&weights), backends, algorithm: config.balance.algorithm }
+        Pool {
+            rr: round_robin::Schedule::new(&weights),
+            backends,
+            algorithm: config.balance.algorithm,
+            bounded_load: config.balance.bounded_load,
+        }
     }
 
     pub fn backends(&self) -> &[Arc<Backend>] {
@@ -52,16 +61,30 @@ impl Pool {
         self.backends.iter().find(|b| &*b.name == name)
     }
 
-    /// The current backend for a pinned one: the same object, or the backend of the same name
-    /// if the pool was rebuilt since the pin was made. `None` if it no longer exists.
-    pub fn current(&self, pinned: &Arc<Backend>) -> Option<&Arc<Backend>> {
-        self.backends.iter().find(|b| Arc::ptr_eq(b, pinned)).or_else(|| self.get(&pinned.name))
+    /// The backend whose servlet `route` (jvmRoute) is `route`.
+    pub fn by_route(&self, route: &str) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|b| b.route.as_deref() == Some(route))
+    }
+
+    /// The load bound of this moment (`balance.bounded_load`).
+    pub fn bound(&self) -> Bound {
+        Bound::new(&self.backends, self.bounded_load)
     }
 
     /// Choose a backend for a new session. `key` is the session key when known (the `hash`
     /// algorithm needs it); `exclude` lists backends that just failed for this request.
+    /// The `hash` algorithm keeps to the load bound (consistent hashing with bounded loads):
+    /// a key whose first choice is over it goes to its next choice within it.
     pub fn select(&self, key: Option<&str>, exclude: &[Arc<str>]) -> Option<Arc<Backend>> {
-        let ok = |b: &Backend| b.accepts_new() && !exclude.iter().any(|e| **e == *b.name);
+        let bound = (self.algorithm == Algorithm::Hash).then(|| self.bound());
+        self.select_where(key, exclude, bound)
+    }
+
+    /// As [`select`](Self::select), among the backends `bound` admits (if given).
+    pub fn select_where(&self, key: Option<&str>, exclude: &[Arc<str>], bound: Option<Bound>) -> Option<Arc<Backend>> {
+        let ok = |b: &Backend| {
+            b.accepts_new() && !exclude.iter().any(|e| **e == *b.name) && bound.is_none_or(|l| l.admits(b))
+        };
         match (self.algorithm, key) {
             (Algorithm::RoundRobin, _) | (Algorithm::Hash, None) => self.rr.select(&self.backends, ok),
             (Algorithm::LeastConnections, _) => least_conn::select(&self.backends, &self.rr, ok),

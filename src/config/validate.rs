@@ -69,6 +69,10 @@ pub(super) fn validate(mut config: Config, c: &mut Checker) -> Config {
     check_session(c, &mut config.session);
     check_backends(c, &config.backends);
     c.positive("balance.connect_timeout", config.balance.connect_timeout);
+    let bound = config.balance.bounded_load;
+    if !(bound.is_finite() && bound > 1.0 && bound <= 100.0) {
+        c.value("balance.bounded_load", "balance.bounded_load must be greater than 1 (e.g. 1.25) and at most 100");
+    }
     c.positive("health.interval", config.health.interval);
     c.positive("health.timeout", config.health.timeout);
     if !config.health.path.starts_with('/') {
@@ -163,6 +167,9 @@ fn check_session(c: &mut Checker, s: &mut SessionConfig) {
     if s.max_entries == 0 {
         c.key("session.max_entries", "session.max_entries must be greater than 0");
     }
+    if !(256..=16 << 20).contains(&s.soap_max_bytes) {
+        c.value("session.soap_max_bytes", "session.soap_max_bytes must be between 256 and 16777216");
+    }
     super::secret::resolve(c, s);
 }
 
@@ -204,7 +211,17 @@ fn check_backends(c: &mut Checker, backends: &[BackendConfig]) {
         c.at(None, "at least one [[backend]] is required");
     }
     let mut seen = HashSet::new();
+    let mut routes = HashSet::new();
     for b in backends {
+        if let Some(route) = &b.route {
+            let r = route.get_ref();
+            if r.is_empty() || r.contains('.') || !r.bytes().all(|ch| ch.is_ascii_alphanumeric() || b"-_".contains(&ch))
+            {
+                c.at(Some(route.span().start), format!("invalid route {r:?}: use letters, digits, '-', '_' (no '.')"));
+            } else if !routes.insert(r.as_str()) {
+                c.at(Some(route.span().start), format!("duplicate route {r:?}: each backend needs its own"));
+            }
+        }
         let name = b.name.get_ref();
         if name.is_empty() || !name.bytes().all(|ch| ch.is_ascii_alphanumeric() || b"-_.".contains(&ch)) {
             c.at(

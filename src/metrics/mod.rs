@@ -25,11 +25,20 @@ pub enum Reassign {
     Removed,
     /// The pinned backend refused the connection (nothing was sent to it).
     ConnectFailed,
+    /// Preferred affinity: the pinned backend was over the load bound or at its
+    /// `max_connections`.
+    Overload,
 }
 
 impl Reassign {
-    pub const ALL: [Reassign; 5] =
-        [Reassign::Down, Reassign::Ejected, Reassign::Maint, Reassign::Removed, Reassign::ConnectFailed];
+    pub const ALL: [Reassign; 6] = [
+        Reassign::Down,
+        Reassign::Ejected,
+        Reassign::Maint,
+        Reassign::Removed,
+        Reassign::ConnectFailed,
+        Reassign::Overload,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +47,7 @@ impl Reassign {
             Reassign::Maint => "maint",
             Reassign::Removed => "removed",
             Reassign::ConnectFailed => "connect_failed",
+            Reassign::Overload => "overload",
         }
     }
 }

@@ -13,6 +13,7 @@ mod request;
 mod request_body;
 mod respond;
 mod response_body;
+mod soap;
 mod tunnel;
 mod upstream;
 
@@ -20,6 +21,7 @@ pub use error::ProxyError;
 pub use request_body::{RequestBody, UpstreamBody};
 pub use response_body::{Lease, ResponseBody};
 
+use crate::config::SessionMode;
 use crate::slots::{Conn as SlotConn, Held};
 use crate::state::{Shared, Snapshot};
 use crate::sticky::decide::Failure;
@@ -154,7 +156,7 @@ async fn serve(
     if request::exceeds_limit(&parts.headers, cfg.server.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge.into());
     }
-    let session = snap.session.extract(&mut parts.headers, &parts.uri);
+    let mut session = snap.session.extract(&mut parts.headers, &parts.uri);
     if session.rejected {
         router.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -163,11 +165,18 @@ async fn serve(
     if let Some(u) = &upgrade {
         u.restore_headers(&mut parts.headers);
     }
+    let body = RequestBody::new(body, cfg.server.max_body_bytes);
+    if snap.session.mode == SessionMode::Soap && soap::inspects_request(&parts) {
+        let Some(prefix) = body.peek(cfg.session.soap_max_bytes).await else {
+            let error = if body.too_large() { ProxyError::BodyTooLarge } else { ProxyError::BadRequest };
+            return Err(error.into());
+        };
+        soap::read_request_key(&prefix, &mut session);
+    }
     let mut plan = router
         .plan(session)
         .await
         .map_err(|NoBackend { from }| Refusal { error: ProxyError::NoBackend, backend: from })?;
-    let body = RequestBody::new(body, cfg.server.max_body_bytes);
     let deadline = started + cfg.server.request_timeout;
     loop {
         let failure = match forward::attempt(&parts, &body, &plan, cfg.balance.connect_timeout, deadline).await {

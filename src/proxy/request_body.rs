@@ -1,6 +1,7 @@
 //! Request bodies: they stream to the backend through [`UpstreamBody`], which can be handed to
 //! another attempt if the first ended before reading any of it, and which enforces
-//! `max_body_bytes` on bodies without a Content-Length. Nothing is buffered whole.
+//! `max_body_bytes` on bodies without a Content-Length. Nothing is buffered whole: SOAP mode
+//! peeks at a bounded prefix ([`RequestBody::peek`]), which every attempt sends first.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -19,6 +20,8 @@ pub struct TooLarge;
 #[derive(Debug)]
 struct Slot {
     body: Option<Incoming>,
+    /// Data read by [`RequestBody::peek`], sent first by every attempt.
+    prefix: Vec<Bytes>,
     /// A frame was read: the body cannot be sent again.
     started: bool,
     read: u64,
@@ -37,14 +40,55 @@ pub struct RequestBody {
 impl RequestBody {
     /// `limit` 0 = unlimited. An empty request body needs no sharing at all.
     pub fn new(body: Incoming, limit: u64) -> RequestBody {
-        let slot = (!body.is_end_stream())
-            .then(|| Arc::new(Mutex::new(Slot { body: Some(body), started: false, read: 0, failed: false })));
+        let slot = (!body.is_end_stream()).then(|| {
+            Arc::new(Mutex::new(Slot { body: Some(body), prefix: Vec::new(), started: false, read: 0, failed: false }))
+        });
         RequestBody { slot, limit }
     }
 
     /// The body for one attempt.
     pub fn attempt(&self) -> UpstreamBody {
-        UpstreamBody { slot: self.slot.clone(), limit: self.limit }
+        UpstreamBody { slot: self.slot.clone(), limit: self.limit, next: 0 }
+    }
+
+    /// Read up to `max` bytes of the body without consuming it (attempts send them first):
+    /// what was read, or less when the body ends sooner. `None` when reading failed (the
+    /// client's fault; `client_failed` then says so) or went over `max_body_bytes`.
+    pub async fn peek(&self, max: usize) -> Option<Bytes> {
+        use http_body_util::BodyExt;
+        let Some(slot) = &self.slot else { return Some(Bytes::new()) };
+        let Some(mut body) = lock(slot).body.take() else { return Some(Bytes::new()) };
+        let mut buf = bytes::BytesMut::new();
+        let mut result = Some(());
+        while buf.len() < max && !body.is_end_stream() {
+            match body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let mut s = lock(slot);
+                        s.read += data.len() as u64;
+                        buf.extend_from_slice(&data);
+                        s.prefix.push(data);
+                        if self.limit != 0 && s.read > self.limit {
+                            result = None;
+                            break;
+                        }
+                    }
+                    // Trailers before `max`: the prefix is all the data there is; put nothing
+                    // back (trailers are hop-by-hop for an HTTP/1.1 backend without TE).
+                    Err(_) => break,
+                },
+                Some(Err(_)) => {
+                    lock(slot).failed = true;
+                    result = None;
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut s = lock(slot);
+        s.body = (!body.is_end_stream()).then_some(body);
+        let n = buf.len().min(max);
+        result.map(|()| buf.freeze().slice(..n))
     }
 
     /// No byte of the body was read yet (or there is none): safe to send again.
@@ -78,6 +122,8 @@ fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
 pub struct UpstreamBody {
     slot: Option<Arc<Mutex<Slot>>>,
     limit: u64,
+    /// The next peeked frame this attempt sends.
+    next: usize,
 }
 
 impl Body for UpstreamBody {
@@ -85,9 +131,14 @@ impl Body for UpstreamBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let limit = self.limit;
+        let (limit, next) = (self.limit, self.next);
         let Some(slot) = &self.slot else { return Poll::Ready(None) };
         let mut slot = lock(slot);
+        if let Some(data) = slot.prefix.get(next).cloned() {
+            drop(slot);
+            self.get_mut().next += 1;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         slot.started = true;
         let Some(body) = slot.body.as_mut() else { return Poll::Ready(None) };
         let frame = match Pin::new(body).poll_frame(cx) {
@@ -111,14 +162,27 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match &self.slot {
             None => true,
-            Some(s) => lock(s).body.as_ref().is_none_or(|b| b.is_end_stream()),
+            Some(s) => {
+                let s = lock(s);
+                self.next >= s.prefix.len() && s.body.as_ref().is_none_or(|b| b.is_end_stream())
+            }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.slot {
             None => SizeHint::with_exact(0),
-            Some(s) => lock(s).body.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
+            Some(s) => {
+                let s = lock(s);
+                let peeked: u64 = s.prefix.iter().skip(self.next).map(|d| d.len() as u64).sum();
+                let rest = s.body.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + peeked);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + peeked);
+                }
+                hint
+            }
         }
     }
 }

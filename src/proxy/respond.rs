@@ -4,7 +4,8 @@
 
 use super::response_body::{Lease, ResponseBody};
 use super::tunnel::UpgradeRequest;
-use super::{headers, ClientConn, ProxyError, BACKEND_HEADER};
+use super::{headers, soap, ClientConn, ProxyError, BACKEND_HEADER};
+use crate::config::SessionMode;
 use crate::sticky::{Plan, Router};
 use http::{header, HeaderValue, Response};
 use http_body::Body as _;
@@ -42,6 +43,19 @@ pub async fn respond(
         return Response::from_parts(parts, ResponseBody::Text(None));
     }
     backend.responses.count(parts.status.as_u16());
+    if router.snap.session.mode == SessionMode::Soap && soap::is_xml(&parts.headers) && !body.is_end_stream() {
+        // SOAP server-initiated sessions: the envelope's ReplyTo hands out a ServiceGroupId.
+        let max = router.snap.config.session.soap_max_bytes;
+        return match soap::read_response(body, lease, max).await {
+            Some((issued, body)) => {
+                if let Some(id) = issued {
+                    router.learn_issued(plan, &id).await;
+                }
+                Response::from_parts(parts, body)
+            }
+            None => ProxyError::Upstream.response(),
+        };
+    }
     let lease = if body.is_end_stream() {
         // Nothing to stream (HEAD, 204, 304, empty): the connection is free now.
         lease.release();

@@ -6,6 +6,7 @@ use crate::balance::InFlight;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -13,6 +14,8 @@ use std::task::{Context, Poll};
 pub enum ResponseBody {
     /// The backend's body, and what it holds until it has been read to the end.
     Upstream(Incoming, Option<Lease>),
+    /// The same, of which a prefix was read already (SOAP mode looked at it): sent first.
+    Peeked(VecDeque<Bytes>, Incoming, Option<Lease>),
     Text(Option<Bytes>),
 }
 
@@ -34,6 +37,7 @@ impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ResponseBody::Upstream(b, _) => f.debug_tuple("Upstream").field(b).finish(),
+            ResponseBody::Peeked(p, b, _) => f.debug_tuple("Peeked").field(p).field(b).finish(),
             ResponseBody::Text(t) => f.debug_tuple("Text").field(t).finish(),
         }
     }
@@ -51,18 +55,18 @@ impl Body for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ResponseBody::Upstream(b, lease) => {
-                let r = Pin::new(&mut *b).poll_frame(cx);
-                match &r {
-                    // hyper stops polling once `is_end_stream` says so: release after the last frame.
-                    Poll::Ready(None) => lease.take().map_or((), Lease::release),
-                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => lease.take().map_or((), Lease::release),
-                    // The connection is closed with the lease: it cannot carry another request.
-                    Poll::Ready(Some(Err(_))) => drop(lease.take()),
-                    _ => {}
+            ResponseBody::Upstream(b, lease) => poll_upstream(b, lease, cx),
+            ResponseBody::Peeked(prefix, b, lease) => match prefix.pop_front() {
+                Some(data) => {
+                    if prefix.is_empty() && b.is_end_stream() {
+                        if let Some(lease) = lease.take() {
+                            lease.release();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(data))))
                 }
-                r
-            }
+                None => poll_upstream(b, lease, cx),
+            },
             ResponseBody::Text(t) => Poll::Ready(t.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -70,6 +74,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Upstream(b, _) => b.is_end_stream(),
+            ResponseBody::Peeked(p, b, _) => p.is_empty() && b.is_end_stream(),
             ResponseBody::Text(t) => t.is_none(),
         }
     }
@@ -77,7 +82,35 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream(b, _) => b.size_hint(),
+            ResponseBody::Peeked(p, b, _) => {
+                let peeked: u64 = p.iter().map(|d| d.len() as u64).sum();
+                let rest = b.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + peeked);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + peeked);
+                }
+                hint
+            }
             ResponseBody::Text(t) => SizeHint::with_exact(t.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
+}
+
+/// Stream the backend's body; give the connection back after its last frame.
+fn poll_upstream(
+    b: &mut Incoming,
+    lease: &mut Option<Lease>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    let r = Pin::new(&mut *b).poll_frame(cx);
+    match &r {
+        // hyper stops polling once `is_end_stream` says so: release after the last frame.
+        Poll::Ready(None) => lease.take().map_or((), Lease::release),
+        Poll::Ready(Some(Ok(_))) if b.is_end_stream() => lease.take().map_or((), Lease::release),
+        // The connection is closed with the lease: it cannot carry another request.
+        Poll::Ready(Some(Err(_))) => drop(lease.take()),
+        _ => {}
+    }
+    r
 }

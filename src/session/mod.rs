@@ -36,6 +36,9 @@ pub struct Extracted {
     pub key: Option<String>,
     /// Insert mode: the backend and creation time the verified cookie names.
     pub route: Option<Route>,
+    /// The client chose the key (Synapse `ClientID`): pin it on the first request that
+    /// carries it, rather than waiting for a backend to issue it.
+    pub client_chosen: bool,
     /// Our cookie was present but failed verification (counted, then ignored).
     pub rejected: bool,
 }
@@ -68,7 +71,8 @@ impl SessionPolicy {
     /// headers when `strip_cookie` is on (other cookies are forwarded untouched).
     pub fn extract(&self, headers: &mut HeaderMap, uri: &Uri) -> Extracted {
         match self.mode {
-            SessionMode::None => Extracted::default(),
+            // SOAP keys are in the body: the proxy reads them with [`soap::request_key`].
+            SessionMode::None | SessionMode::Soap => Extracted::default(),
             SessionMode::Insert => self.extract_insert(headers),
             SessionMode::Learn => Extracted {
                 key: cookie_value(headers, &self.cookie_name).or_else(|| self.path_parameter(uri)),

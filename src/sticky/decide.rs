@@ -15,6 +15,8 @@ pub enum Source {
     /// The insert cookie's signed route, with no pin in the table (evicted, expired, a fresh
     /// instance, Redis unreachable, a restart without snapshot).
     Cookie,
+    /// A servlet route suffix (`ID.ROUTE`, learn mode) naming a backend's `route`, with no pin.
+    ServletRoute,
 }
 
 /// A pin found for the request: a backend name and where it came from.
@@ -67,6 +69,19 @@ pub fn decide(found: Option<Found<'_>>, pool: &Pool, on_down: OnBackendDown) -> 
             }
         }
     }
+}
+
+/// The backend a servlet session id (`ID.ROUTE`, as Tomcat's jvmRoute writes it) names: the
+/// text after the last `.` when a backend has that `route`.
+pub fn servlet_route<'a>(key: &str, pool: &'a Pool) -> Option<&'a Arc<Backend>> {
+    let (_, route) = key.rsplit_once('.')?;
+    (!route.is_empty()).then(|| pool.by_route(route))?
+}
+
+/// Preferred affinity: whether a pinned backend is too loaded to keep the session (at its
+/// `max_connections`, or over the load bound).
+pub fn overloaded(backend: &Backend, bound: crate::balance::Bound) -> bool {
+    backend.is_full() || !bound.admits(backend)
 }
 
 /// Whether a cookie created at `created_ms` may still route its session (it is younger than

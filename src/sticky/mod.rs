@@ -16,7 +16,7 @@ pub mod decide;
 mod pins;
 
 use crate::balance::Backend;
-use crate::config::SessionMode;
+use crate::config::{Affinity, SessionMode};
 use crate::metrics::{Metrics, Reassign};
 use crate::session::{CookieCodec, Extracted, Learned, Route};
 use crate::state::Snapshot;
@@ -79,7 +79,7 @@ impl Router<'_> {
     /// Plan a request carrying `session`.
     pub async fn plan(&self, session: Extracted) -> Result<Plan, NoBackend> {
         let (snap, pool) = (self.snap, &self.snap.pool);
-        let Extracted { key, route, .. } = session;
+        let Extracted { key, route, client_chosen, .. } = session;
         let table = match &key {
             Some(k) => pins::lookup(self.store, k).await,
             None => None,
@@ -87,13 +87,28 @@ impl Router<'_> {
         let now = crate::store::unix_ms();
         let max_lifetime = snap.config.session.max_lifetime.as_millis() as u64;
         let fresh = route.as_ref().filter(|r| decide::cookie_route_fresh(r.created_ms, now, max_lifetime));
-        let found = match (&table, fresh) {
-            (Some(name), _) => Some(Found { backend: name, source: Source::Table }),
-            (None, Some(r)) => Some(Found { backend: &r.backend, source: Source::Cookie }),
-            (None, None) => None,
+        let servlet = match (&key, snap.session.mode) {
+            (Some(k), SessionMode::Learn) if table.is_none() => decide::servlet_route(k, pool),
+            _ => None,
         };
-        let from_cookie = found.is_some_and(|f| f.source == Source::Cookie);
-        let decision = decide::decide(found, pool, snap.session.on_backend_down);
+        let found = match (&table, fresh, servlet) {
+            (Some(name), _, _) => Some(Found { backend: name, source: Source::Table }),
+            (None, Some(r), _) => Some(Found { backend: &r.backend, source: Source::Cookie }),
+            (None, None, Some(b)) => Some(Found { backend: &b.name, source: Source::ServletRoute }),
+            (None, None, None) => None,
+        };
+        // No table pin behind it: a move pins (pin_if_absent) rather than compare-and-sets.
+        let from_cookie = found.is_some_and(|f| f.source != Source::Table);
+        let restore = found.is_some_and(|f| f.source == Source::Cookie);
+        let mut decision = decide::decide(found, pool, snap.session.on_backend_down);
+        let mut bound = None;
+        if let (Decision::Pinned(b), Affinity::Preferred) = (&decision, snap.config.session.affinity) {
+            let now = pool.bound();
+            if decide::overloaded(b.as_ref(), now) {
+                bound = Some(now);
+                decision = Decision::Move { from: b.name.clone(), reason: Reassign::Overload };
+            }
+        }
         let created_ms = fresh.map_or(now, |r| r.created_ms);
         let cookie_names = route.as_ref().map(|r| r.backend.clone());
         let plan = |backend, key| Plan {
@@ -110,7 +125,7 @@ impl Router<'_> {
         match decision {
             Decision::Pinned(backend) => {
                 let mut plan = Plan { pinned: true, ..plan(backend, key) };
-                if from_cookie {
+                if restore {
                     // The table lost the pin (flood, restart, new instance, Redis down): restore it.
                     self.pin_new(&mut plan, Some(created_ms)).await;
                 }
@@ -119,7 +134,13 @@ impl Router<'_> {
             Decision::Reject { from } => Err(NoBackend { from: Some(from) }),
             Decision::Move { from, reason } => {
                 self.metrics.reassigned(reason);
-                let to = pool.select(key.as_deref(), std::slice::from_ref(&from)).ok_or(NoBackend { from: None })?;
+                let exclude = std::slice::from_ref(&from);
+                let to = match bound {
+                    // Overloaded: among the backends within the bound.
+                    Some(bound) => pool.select_where(key.as_deref(), exclude, Some(bound)),
+                    None => pool.select(key.as_deref(), exclude),
+                };
+                let to = to.ok_or(NoBackend { from: None })?;
                 let mut plan = plan(to, key);
                 self.move_pin(&mut plan, &from, from_cookie).await;
                 plan.previous = Some(from);
@@ -130,11 +151,11 @@ impl Router<'_> {
                 let key = if insert { Some(key.unwrap_or_else(CookieCodec::new_id)) } else { key };
                 let to = pool.select(key.as_deref(), &[]).ok_or(NoBackend { from: None })?;
                 let mut plan = plan(to, key);
-                if insert {
+                if insert || client_chosen {
                     self.pin_new(&mut plan, None).await;
                 }
-                // learn / header: a value the client sent that has no pin is not pinned; the
-                // backend's answer may issue one (see `learn`).
+                // learn / header / SOAP ServiceGroupId: a value the client sent that has no pin
+                // is not pinned; the backend's answer may issue one (see `learn`).
                 Ok(plan)
             }
         }
@@ -212,6 +233,11 @@ impl Router<'_> {
                 Ok(plan)
             }
         }
+    }
+
+    /// A backend issued session `id` in its response body (SOAP `ServiceGroupId`): pin it.
+    pub async fn learn_issued(&self, plan: &Plan, id: &str) {
+        pins::pin(self.store, id, &plan.backend.name).await;
     }
 
     /// What the backend's response teaches: pins for ids a backend issued (learn / header),

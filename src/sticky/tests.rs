@@ -42,7 +42,7 @@ impl World {
 }
 
 fn carrying(v: Verified) -> Extracted {
-    Extracted { key: Some(v.id), route: v.route, rejected: false }
+    Extracted { key: Some(v.id), route: v.route, ..Extracted::default() }
 }
 
 fn safe() -> RequestFacts {

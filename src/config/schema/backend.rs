@@ -46,6 +46,10 @@ pub struct BackendConfig {
     pub slow_start: Duration,
     #[serde(default)]
     pub health: HealthOverride,
+    /// The servlet container's `jvmRoute` (Tomcat, JBoss, WildFly): a learn-mode session id
+    /// `ID.ROUTE` goes to the backend with this route.
+    #[serde(default)]
+    pub route: Option<Spanned<String>>,
 }
 
 fn default_weight() -> Spanned<u32> {

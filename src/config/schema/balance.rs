@@ -23,10 +23,18 @@ pub struct BalanceConfig {
     /// (and the request is retried on another backend).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Consistent hashing with bounded loads (hash), and the load bound of preferred
+    /// affinity: at most this factor times the mean in-flight requests per weight.
+    pub bounded_load: f64,
 }
 
 impl Default for BalanceConfig {
     fn default() -> Self {
-        Self { algorithm: Algorithm::default(), retries: defaults::RETRIES, connect_timeout: defaults::CONNECT_TIMEOUT }
+        Self {
+            algorithm: Algorithm::default(),
+            retries: defaults::RETRIES,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            bounded_load: defaults::BOUNDED_LOAD,
+        }
     }
 }

@@ -30,6 +30,10 @@ pub const STRIP_COOKIE: bool = true;
 
 // ---- [balance]
 pub const RETRIES: u32 = 2;
+/// `balance.bounded_load`: 1.25 as Mirrokni et al. and HAProxy's `hash-balance-factor 125`.
+pub const BOUNDED_LOAD: f64 = 1.25;
+/// `session.soap_max_bytes`.
+pub const SOAP_MAX_BYTES: usize = 65536;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 // ---- [health], [passive]

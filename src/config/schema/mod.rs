@@ -21,7 +21,7 @@ pub use cluster::{ClusterConfig, StoreKind};
 pub use health::{HealthConfig, HealthOverride, PassiveConfig, StatusRange};
 pub use log::{LogConfig, LogFormat};
 pub use server::{ServerConfig, TlsConfig};
-pub use session::{OnBackendDown, SameSite, SessionConfig, SessionMode};
+pub use session::{Affinity, OnBackendDown, SameSite, SessionConfig, SessionMode};
 
 use serde::Deserialize;
 

@@ -16,7 +16,22 @@ pub enum SessionMode {
     Insert,
     Learn,
     Header,
+    /// SOAP-level sessions: Axis2 `ServiceGroupId` / Synapse `ClientID` in the envelope's Header.
+    Soap,
     None,
+}
+
+/// How strictly a pinned session sticks to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Affinity {
+    /// Backends keep sessions in memory: a session leaves its backend only when that one
+    /// cannot serve it.
+    #[default]
+    Strict,
+    /// Backends replicate sessions: a session also leaves a backend that is over the load
+    /// bound (`balance.bounded_load`) or at its `max_connections`.
+    Preferred,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -62,6 +77,9 @@ pub struct SessionConfig {
     pub on_backend_down: OnBackendDown,
     /// Remove our own cookie from the request before forwarding (insert mode).
     pub strip_cookie: bool,
+    /// SOAP mode: how much of a request or response body is inspected for the session.
+    pub soap_max_bytes: usize,
+    pub affinity: Affinity,
     /// The signing secret after `STICKYLB_SECRET` / `secret` / `secret_file` were resolved
     /// (the first one set wins); `None` = a random per-process key.
     #[serde(skip)]
@@ -91,6 +109,8 @@ impl Default for SessionConfig {
             cookie_max_age: None,
             on_backend_down: OnBackendDown::default(),
             strip_cookie: defaults::STRIP_COOKIE,
+            soap_max_bytes: defaults::SOAP_MAX_BYTES,
+            affinity: Affinity::default(),
             resolved_secret: None,
             secret_source: SecretSource::default(),
         }
