@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const S11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 const S12: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -23,29 +23,26 @@ const WSA: &str = "http://www.w3.org/2005/08/addressing";
 struct SoapBackend {
     name: String,
     port: u16,
-    requests: Arc<AtomicUsize>,
-    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl SoapBackend {
     async fn start(name: &str) -> SoapBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (requests, bodies) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
-        let (n, r, b) = (name.to_string(), requests.clone(), bodies.clone());
+        let (n, r) = (name.to_string(), Arc::new(AtomicUsize::new(0)));
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                let (n, r, b) = (n.clone(), r.clone(), b.clone());
+                let (n, r) = (n.clone(), r.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                        let (n, r, b) = (n.clone(), r.clone(), b.clone());
-                        async move { Ok::<_, std::convert::Infallible>(answer(&n, &r, &b, req).await) }
+                        let (n, r) = (n.clone(), r.clone());
+                        async move { Ok::<_, std::convert::Infallible>(answer(&n, &r, req).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
                 });
             }
         });
-        SoapBackend { name: name.into(), port, requests, bodies }
+        SoapBackend { name: name.into(), port }
     }
 
     fn address(&self) -> String {
@@ -56,7 +53,6 @@ impl SoapBackend {
 async fn answer(
     name: &str,
     requests: &AtomicUsize,
-    bodies: &Mutex<Vec<Vec<u8>>>,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<bytes::Bytes>> {
     if req.uri().path() == "/health" {
@@ -66,7 +62,6 @@ async fn answer(
     let soap12 = req.headers().get("content-type").is_some_and(|v| v.to_str().unwrap_or("").contains("soap+xml"));
     let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     let text = String::from_utf8_lossy(&body).to_string();
-    bodies.lock().unwrap().push(body.clone());
     let (ns, ct) = if soap12 { (S12, "application/soap+xml") } else { (S11, "text/xml; charset=utf-8") };
     let header = if text.contains("ServiceGroupId") || !text.contains("Envelope") {
         String::new()
