@@ -82,4 +82,17 @@ mod tests {
         assert_eq!((bound.capacity(1), bound.capacity(3)), (3, 8));
         assert!(bound.admits(&b[1]), "7 < 8");
     }
+
+    #[test]
+    fn hashing_sends_a_key_to_its_next_choice_when_the_first_is_over_the_bound() {
+        let text = "[balance]\nalgorithm = \"hash\"\n[[backend]]\nname = \"b0\"\naddress = \"127.0.0.1:9000\"\n\
+                    [[backend]]\nname = \"b1\"\naddress = \"127.0.0.1:9001\"\n[[backend]]\nname = \"b2\"\naddress = \"127.0.0.1:9002\"\n";
+        let p = Pool::new(&crate::config::parse(text, "t").unwrap(), None);
+        let first = p.select(Some("session-42"), &[]).unwrap();
+        assert_eq!(p.select(Some("session-42"), &[]).unwrap().name, first.name, "stable while within the bound");
+        let _held: Vec<_> = (0..4).map(|_| first.start_request()).collect();
+        let next = p.select(Some("session-42"), &[]).unwrap();
+        assert_ne!(next.name, first.name, "over the bound: the next choice");
+        assert!(Bound::new(p.backends(), 1.25).admits(&next));
+    }
 }

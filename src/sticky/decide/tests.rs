@@ -160,3 +160,29 @@ fn closed_before_the_request_was_written_retries_any_method_on_the_same_backend(
 fn timeout_gives_up() {
     assert_eq!(after_failure(Failure::Timeout, attempt()), Next::GiveUp);
 }
+
+fn routed_pool() -> Pool {
+    let text = "[[backend]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\nroute = \"node1\"\n\
+                [[backend]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\nroute = \"node2\"\n";
+    Pool::new(&parse(text, "t").unwrap(), None)
+}
+
+#[test]
+fn servlet_route_suffix_names_the_backend_with_that_route() {
+    let p = routed_pool();
+    assert_eq!(servlet_route("6A3F9C.node2", &p).map(|b| &*b.name), Some("b"));
+    assert_eq!(servlet_route("a.b.node1", &p).map(|b| &*b.name), Some("a"), "the text after the last dot");
+    assert!(servlet_route("6A3F9C.node9", &p).is_none(), "unknown route");
+    assert!(servlet_route("6A3F9C", &p).is_none() && servlet_route("6A3F9C.", &p).is_none());
+}
+
+#[test]
+fn preferred_affinity_leaves_a_backend_over_the_bound_or_full() {
+    let p = pool();
+    let a = p.get("a").unwrap();
+    assert!(!overloaded(a, p.bound()), "idle");
+    let _held: Vec<_> = (0..4).map(|_| a.start_request()).collect();
+    assert!(overloaded(a, p.bound()), "4 in flight, the other idle: over 1.25 x the mean");
+    let b = p.get("b").unwrap();
+    assert!(!overloaded(b, p.bound()));
+}
