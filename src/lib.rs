@@ -222,14 +222,23 @@ async fn handle_signals(shared: Arc<Shared>, shutdown: Trigger) {
 }
 
 /// `stickylb demo`: demo backends plus the balancer.
-pub async fn demo(listen: SocketAddr, admin: SocketAddr) -> Result<(), RunError> {
+pub async fn demo(listen: SocketAddr, admin: SocketAddr, kind: demo::Kind) -> Result<(), RunError> {
     let mut backends = Vec::new();
+    let replicated = demo::Sessions::default();
     for name in ["demo1", "demo2", "demo3"] {
-        backends.push(demo::start_backend(name).await?);
+        // Replicating backends share one session table; the others keep their own.
+        let sessions = if kind == demo::Kind::Preferred { replicated.clone() } else { demo::Sessions::default() };
+        backends.push(demo::start_backend(name, kind, sessions).await?);
     }
-    let config = demo::config(listen, admin, &backends)
+    let config = demo::config(listen, admin, &backends, kind)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let _log = logging::init(&config.log);
-    tracing::info!("demo: try `curl -c jar -b jar http://{listen}/` a few times; status page on http://{admin}/");
+    let hint = match kind {
+        demo::Kind::Soap => format!(
+            "curl -s -H 'Content-Type: text/xml' --data-binary @envelope.xml http://{listen}/ (see README: SOAP sessions)"
+        ),
+        _ => format!("curl -c jar -b jar http://{listen}/"),
+    };
+    tracing::info!("demo ({kind:?}): try `{hint}` a few times; status page on http://{admin}/");
     run(config, None).await
 }

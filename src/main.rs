@@ -39,6 +39,10 @@ enum Command {
         /// Where the admin API listens
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: SocketAddr,
+        /// Which session kind to show: insert (stickylb's cookie), servlet (Tomcat jvmRoute
+        /// in JSESSIONID), soap (Axis2 ServiceGroupId), preferred (replicating backends)
+        #[arg(long, default_value = "insert")]
+        mode: stickylb::demo::Kind,
     },
 }
 
@@ -65,7 +69,7 @@ fn main() -> ExitCode {
             Ok(config) => probe::run(stickylb::config::HealthProbe::for_config(&config)),
             Err(e) => config_error(&e),
         },
-        Command::Demo { listen, admin } => block_on(stickylb::demo(listen, admin)),
+        Command::Demo { listen, admin, mode } => block_on(stickylb::demo(listen, admin, mode)),
     }
 }
 
