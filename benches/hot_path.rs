@@ -57,6 +57,32 @@ fn cookie(c: &mut Criterion) {
     g.finish();
 }
 
+/// SOAP mode's per-request work: the session key of a ~1 KB request envelope, and the
+/// ServiceGroupId of a response envelope.
+fn soap(c: &mut Criterion) {
+    use stickylb::session::soap;
+    let request = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{}"><soapenv:Header><wsa:To xmlns:wsa="{}">http://127.0.0.1:8080/axis2/services/Echo</wsa:To><axis2:ServiceGroupId xmlns:axis2="{}">urn:uuid:0123456789abcdef0123456789abcdef</axis2:ServiceGroupId></soapenv:Header><soapenv:Body><m:echo xmlns:m="urn:app">{}</m:echo></soapenv:Body></soapenv:Envelope>"#,
+        soap::SOAP11,
+        soap::WSA,
+        soap::AXIS2,
+        "x".repeat(600)
+    );
+    let response = format!(
+        r#"<soapenv:Envelope xmlns:soapenv="{}"><soapenv:Header><wsa:ReplyTo xmlns:wsa="{}"><wsa:Address>{}/anonymous</wsa:Address><wsa:ReferenceParameters><axis2:ServiceGroupId xmlns:axis2="{}">urn:uuid:0123456789abcdef</axis2:ServiceGroupId></wsa:ReferenceParameters></wsa:ReplyTo></soapenv:Header><soapenv:Body/></soapenv:Envelope>"#,
+        soap::SOAP11,
+        soap::WSA,
+        soap::WSA,
+        soap::AXIS2
+    );
+    let mut g = c.benchmark_group("soap");
+    g.bench_function("request_key_1k_envelope", |b| b.iter(|| soap::request_key(black_box(request.as_bytes()))));
+    g.bench_function("response_service_group", |b| {
+        b.iter(|| soap::response_service_group(black_box(response.as_bytes())))
+    });
+    g.finish();
+}
+
 fn affinity(c: &mut Criterion) {
     // BENCH_MAX_PINS (e.g. 1000000) skips the larger tables.
     let max: u64 = std::env::var("BENCH_MAX_PINS").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
@@ -140,5 +166,5 @@ fn header_rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cookie, affinity, selection, header_rewrite);
+criterion_group!(benches, cookie, soap, affinity, selection, header_rewrite);
 criterion_main!(benches);
