@@ -56,7 +56,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: Shutd
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&shared, req).await) }
+                async move { Ok::<_, Infallible>(answer(&shared, req).await) }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
@@ -122,10 +122,10 @@ impl Resource {
     }
 }
 
-/// The live session count, after expired pins were swept so that per-backend counts are
-/// current. The sweep visits every pin (tens of ms at 10M), so it runs on the blocking pool:
-/// the admin API shares its thread with a proxy worker.
-async fn count_sessions(shared: &Arc<Shared>) -> u64 {
+/// Sweep expired pins so that the store's per-backend counts are current, and return the live
+/// session count. The sweep visits every pin (tens of ms at 10M), so it runs on the blocking
+/// pool: the admin API shares its thread with a proxy worker.
+async fn sweep_sessions(shared: &Arc<Shared>) -> u64 {
     let shared = shared.clone();
     tokio::task::spawn_blocking(move || shared.store_len_for_metrics()).await.unwrap_or(0)
 }
@@ -135,7 +135,8 @@ fn session_count(sessions: &[(Arc<str>, u64)], name: &str) -> u64 {
     sessions.iter().find(|(n, _)| &**n == name).map_or(0, |&(_, count)| count)
 }
 
-async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
+/// Answer one admin request: access control, then the resource.
+async fn answer(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
     let method = if req.method() == Method::HEAD { Method::GET } else { req.method().clone() };
     let resource = Resource::parse(req.uri().path());
     let open = resource.as_ref().is_some_and(Resource::is_open);
@@ -159,17 +160,17 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
     match resource {
         Resource::Health => reply::text(StatusCode::OK, "ok\n"),
         Resource::Metrics => {
-            count_sessions(shared).await;
+            sweep_sessions(shared).await;
             api::metrics(shared, req.headers().get(header::ACCEPT))
         }
         Resource::Page => reply::status_page(),
-        Resource::Status => api::status(shared, count_sessions(shared).await),
+        Resource::Status => api::status(shared, sweep_sessions(shared).await),
         Resource::Backends => {
-            count_sessions(shared).await;
+            sweep_sessions(shared).await;
             api::backends(shared)
         }
         Resource::Backend(name) => {
-            count_sessions(shared).await;
+            sweep_sessions(shared).await;
             api::backend(shared, &name)
         }
         Resource::BackendAction(name, state) => api::set_state(shared, &name, state),
