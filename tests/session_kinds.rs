@@ -120,6 +120,9 @@ async fn load_with_a_slow_backend(affinity: &str) -> (Vec<(String, Vec<Option<St
         out.push(r.unwrap());
     }
     let overload = lb.metric("stickylb_session_reassignments_total{reason=\"overload\"}").await.unwrap_or(0.0);
+    let status = lb.admin_get("/api/status").await.json();
+    assert_eq!(status["affinity"], affinity, "the status page shows the affinity");
+    assert_eq!(status["moved_for_overload"].as_f64(), Some(overload), "and the moves for load");
     (out, overload)
 }
 

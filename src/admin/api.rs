@@ -188,6 +188,12 @@ pub fn status(shared: &Shared, sessions: u64) -> AdminResponse {
         "listen": listen,
         "algorithm": algorithm_name(snap.config.balance.algorithm),
         "session_mode": mode_name(snap.session.mode),
+        "affinity": match snap.config.session.affinity {
+            crate::config::Affinity::Strict => "strict",
+            crate::config::Affinity::Preferred => "preferred",
+        },
+        "bounded_load": snap.config.balance.bounded_load,
+        "moved_for_overload": m.reassignments(Reassign::Overload),
         "sessions": sessions,
         "active_connections": m.active_connections.load(Relaxed).max(0),
         "unrouted_requests": m.unrouted.total(),

@@ -105,7 +105,7 @@ impl Balancer {
 
     // ---- admin API
 
-    async fn admin_get(&self, path: &str) -> Reply {
+    pub async fn admin_get(&self, path: &str) -> Reply {
         get(&plain_client(), &self.admin_url(path)).await
     }
 
