@@ -189,9 +189,14 @@ impl AffinityStore for RedisStore {
     async fn pin(&self, key: &str, backend: &str) {
         let inner = &self.inner;
         let (now, epoch) = (unix_ms(), inner.link.epochs().now);
-        let (_, cached) = inner.local.put(key, backend, now, Pending::Replace, epoch);
+        let usable = inner.link.usable();
+        // During an outage a learned pin is written back only if Redis has none: an id is its
+        // backend's own, so two instances that learned it elsewhere keep the first one written
+        // back (a move, by contrast, is newer than Redis and overwrites: see `reassign`).
+        let pending = if usable { Pending::Replace } else { Pending::Create };
+        let (_, cached) = inner.local.put(key, backend, now, pending, epoch);
         let ours = PinValue { created_ms: now, backend: backend.to_owned() };
-        if inner.link.usable() && inner.write_replace(key, &ours).await {
+        if usable && inner.write_replace(key, &ours).await {
             if let Some(pin) = cached {
                 inner.local.synced(key, pin, epoch);
             }
