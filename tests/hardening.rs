@@ -189,3 +189,21 @@ async fn sigterm_with_two_workers_logs_the_real_number_of_open_connections() {
     assert!(line.contains("open=2"), "{line}");
     assert_eq!(log.matches("waiting for open connections").count(), 1, "logged once\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_trusted_proxies_may_set_the_forwarded_scheme_and_host() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let claims =
+        [("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "shop.example"), ("X-Forwarded-For", "203.0.113.7")];
+    let c = plain_client();
+    let plain = balancer(&[&bs[0]]).start().await;
+    let r = get_with(&c, &plain.url("/"), &claims).await;
+    assert_eq!(r.seen_header("x-forwarded-proto").as_deref(), Some("http"), "a client's claim is not taken");
+    assert_eq!(r.seen_header("x-forwarded-host"), Some(format!("127.0.0.1:{}", plain.port)));
+    assert_eq!(r.seen_header("x-forwarded-for").as_deref(), Some("203.0.113.7, 127.0.0.1"), "appended to");
+    let behind = balancer(&[&bs[0]]).set("server.trusted_proxies", strings(&["127.0.0.0/8"])).start().await;
+    let r = get_with(&c, &behind.url("/"), &claims).await;
+    assert_eq!(r.seen_header("x-forwarded-proto").as_deref(), Some("https"), "a trusted proxy's scheme is kept");
+    assert_eq!(r.seen_header("x-forwarded-host").as_deref(), Some("shop.example"));
+    assert_eq!(r.seen_header("x-forwarded-for").as_deref(), Some("203.0.113.7, 127.0.0.1"));
+}

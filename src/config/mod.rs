@@ -16,6 +16,7 @@ mod addr;
 mod collect;
 mod document;
 mod error;
+mod iprange;
 mod probe;
 mod schema;
 mod secret;
@@ -23,6 +24,7 @@ mod validate;
 
 pub use addr::BackendAddr;
 pub use error::ConfigError;
+pub use iprange::IpRange;
 pub use probe::HealthProbe;
 pub use schema::*;
 pub use secret::{is_published, SecretSource, PREVIOUS_SECRETS_ENV, PUBLISHED_SECRETS, SECRET_ENV};

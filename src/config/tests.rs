@@ -203,3 +203,32 @@ fn backend_addresses_and_threads_have_limits() {
     );
     assert!(parse(&format!("[server]\nthreads = 1024\n{MIN}"), "t.toml").is_ok());
 }
+
+#[test]
+fn second_round_keys_are_checked_at_their_place() {
+    let text = format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"nonsense\"]\n[session]\nsoap_max_bytes = 10\n\
+         [balance]\nbounded_load = 0.5\n{MIN}route = \"a.b\"\n[[backend]]\nname = \"b\"\naddress = \"127.0.0.1:2\"\nroute = \"n1\"\n\
+         [[backend]]\nname = \"c\"\naddress = \"127.0.0.1:3\"\nroute = \"n1\"\n"
+    );
+    let got = errors(&text);
+    for (line, what) in [
+        (2, "trusted_proxies"),
+        (4, "soap_max_bytes"),
+        (6, "bounded_load"),
+        (10, "invalid route"),
+        (18, "duplicate route"),
+    ] {
+        assert!(
+            got.iter().any(|g| g.starts_with(&format!("t.toml:{line}:")) && g.contains(what)),
+            "{what} at line {line}: {got:#?}"
+        );
+    }
+    let ok = parse(
+        &format!("[server]\ntrusted_proxies = [\"127.0.0.1\", \"fd00::/8\"]\n{MIN}route = \"node1\"\n"),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(ok.server.trusted.len(), 2);
+    assert_eq!(ok.backends[0].route.as_ref().map(|r| r.get_ref().as_str()), Some("node1"));
+}

@@ -97,6 +97,13 @@ fn check_server(c: &mut Checker, s: &mut ServerConfig) {
     if s.max_header_bytes < 1024 {
         c.key("server.max_header_bytes", "server.max_header_bytes must be at least 1024");
     }
+    s.trusted.clear();
+    for (i, text) in s.trusted_proxies.iter().enumerate() {
+        match super::IpRange::parse(text) {
+            Ok(r) => s.trusted.push(r),
+            Err(e) => c.value(&format!("server.trusted_proxies.{i}"), format!("server.trusted_proxies: {e}")),
+        }
+    }
     if s.threads > MAX_THREADS {
         c.value("server.threads", format!("server.threads must be at most {MAX_THREADS} (0 = one per CPU)"));
     }

@@ -163,7 +163,8 @@ async fn serve(
         router.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let mut upgrade = UpgradeRequest::take(&mut parts);
-    request::prepare(&mut parts, conn.peer, conn.proto)?;
+    let trusted = !cfg.server.trusted.is_empty() && cfg.server.trusted.iter().any(|r| r.contains(conn.peer.ip()));
+    request::prepare(&mut parts, conn.peer, conn.proto, trusted)?;
     if let Some(u) = &upgrade {
         u.restore_headers(&mut parts.headers);
     }

@@ -8,6 +8,9 @@ use crate::balance::Backend;
 use http::{header, request, HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use std::net::SocketAddr;
 
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+
 /// The size of the request head as HTTP/1.1 would write it (request line, `name: value` lines).
 /// hyper bounds its read buffer, not the head, and not below 8 KiB: `max_header_bytes` is
 /// enforced exactly here.
@@ -47,14 +50,25 @@ fn settle_host(parts: &mut request::Parts) -> Result<(), ProxyError> {
 }
 
 /// Rewrite the request head for the upstream hop (done once; each attempt clones it).
-pub fn prepare(parts: &mut request::Parts, client: SocketAddr, proto: Proto) -> Result<(), ProxyError> {
+/// `trusted`: the peer is one of `server.trusted_proxies`, whose `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (the scheme and host its client used) are kept.
+pub fn prepare(parts: &mut request::Parts, client: SocketAddr, proto: Proto, trusted: bool) -> Result<(), ProxyError> {
     settle_host(parts)?;
     // HTTP/2 clients may split their cookies over several fields (RFC 9113 8.2.3); an
     // HTTP/1.1 backend gets one Cookie header.
     headers::join_cookies(&mut parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(PREVIOUS_BACKEND);
+    let kept = trusted.then(|| (parts.headers.remove(X_FORWARDED_PROTO), parts.headers.remove(X_FORWARDED_HOST)));
     headers::add_forwarded(&mut parts.headers, client, proto.as_str());
+    if let Some((scheme, host)) = kept {
+        if let Some(v) = scheme {
+            parts.headers.insert(X_FORWARDED_PROTO, v);
+        }
+        if let Some(v) = host {
+            parts.headers.insert(X_FORWARDED_HOST, v);
+        }
+    }
     Ok(())
 }
 

@@ -31,6 +31,13 @@ pub struct ServerConfig {
     pub threads: usize,
     /// `[server.tls]`: every client listener speaks HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
     pub tls: Option<TlsConfig>,
+    /// Extra key: peers (addresses or CIDR ranges) whose `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are kept (a TLS terminator or proxy in front); from anyone else
+    /// stickylb sets them itself.
+    pub trusted_proxies: Vec<String>,
+    /// `trusted_proxies`, parsed by validation.
+    #[serde(skip)]
+    pub trusted: Vec<crate::config::IpRange>,
 }
 
 /// `[server.tls]`: PEM files, paths relative to the working directory (as `secret_file`).
@@ -69,6 +76,8 @@ impl Default for ServerConfig {
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             tls: None,
             threads: defaults::THREADS,
+            trusted_proxies: Vec::new(),
+            trusted: Vec::new(),
         }
     }
 }
