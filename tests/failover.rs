@@ -8,10 +8,6 @@ use std::time::Instant;
 
 use common::*;
 
-async fn three() -> Vec<TestBackend> {
-    TestBackend::start_many(&["app1", "app2", "app3"]).await
-}
-
 fn named<'a>(bs: &'a [TestBackend], name: &str) -> &'a TestBackend {
     bs.iter().find(|b| b.name() == name).unwrap_or_else(|| panic!("no backend {name}"))
 }

@@ -45,10 +45,6 @@ impl Front {
     }
 }
 
-async fn three() -> Vec<TestBackend> {
-    TestBackend::start_many(&["app1", "app2", "app3"]).await
-}
-
 /// The one `Cookie` field backend `name` saw on its last request.
 fn cookie_seen(bs: &[TestBackend], name: &str) -> String {
     let b = bs.iter().find(|b| b.name() == name).unwrap_or_else(|| panic!("no backend {name}"));

@@ -10,21 +10,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-async fn three() -> Vec<TestBackend> {
-    TestBackend::start_many(&["app1", "app2", "app3"]).await
-}
-
-fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
-    bs.iter().collect()
-}
-
-/// GET `path` as `user` through `lb`: the backend (asserting a 200).
-async fn served_by(user: &User, lb: &Balancer, path: &str) -> String {
-    let r = user.get(&lb.url(path)).await;
-    assert_eq!(r.status, 200, "{path}: {}", r.describe());
-    r.backend().expect("backend")
-}
-
 // ------------------------------------------------------------------------------------ flood
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,6 @@ mod common;
 
 use common::*;
 
-async fn three() -> Vec<TestBackend> {
-    TestBackend::start_many(&["app1", "app2", "app3"]).await
-}
-
 /// Learn mode on JSESSIONID with a route per backend (node1..node3).
 fn routed(bs: &[TestBackend]) -> BalancerBuilder {
     let mut b = balancer(&refs(bs))

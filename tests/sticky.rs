@@ -8,10 +8,6 @@ use std::sync::Arc;
 
 use common::*;
 
-async fn three() -> Vec<TestBackend> {
-    TestBackend::start_many(&["app1", "app2", "app3"]).await
-}
-
 /// Changes one alphanumeric character as near the middle of `v` as possible.
 fn tamper(v: &str) -> String {
     const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

@@ -40,6 +40,11 @@ pub fn refs(bs: &[TestBackend]) -> Vec<&TestBackend> {
     bs.iter().collect()
 }
 
+/// The usual three backends, `app1`..`app3`.
+pub async fn three() -> Vec<TestBackend> {
+    TestBackend::start_many(&["app1", "app2", "app3"]).await
+}
+
 fn random_hex() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);

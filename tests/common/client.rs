@@ -176,3 +176,10 @@ pub async fn get_with(client: &reqwest::Client, url: &str, headers: &[(&str, &st
     let resp = rb.send().await.unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
     Reply::read(resp).await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
+
+/// GET `path` as `user` through `lb`: the backend that answered (asserting a 200).
+pub async fn served_by(user: &User, lb: &super::Balancer, path: &str) -> String {
+    let r = user.get(&lb.url(path)).await;
+    assert_eq!(r.status, 200, "{path} through port {}: {}", lb.port, r.describe());
+    r.backend().unwrap_or_else(|| panic!("no backend in {}", r.describe()))
+}
