@@ -75,9 +75,15 @@ impl Pool {
     /// algorithm needs it); `exclude` lists backends that just failed for this request.
     /// The `hash` algorithm keeps to the load bound (consistent hashing with bounded loads):
     /// a key whose first choice is over it goes to its next choice within it.
+    /// When no backend is within the bound (the others excluded or unavailable), the bound
+    /// gives way: a new session is never refused for it.
     pub fn select(&self, key: Option<&str>, exclude: &[Arc<str>]) -> Option<Arc<Backend>> {
-        let bound = (self.algorithm == Algorithm::Hash).then(|| self.bound());
-        self.select_where(key, exclude, bound)
+        if self.algorithm == Algorithm::Hash {
+            if let Some(b) = self.select_where(key, exclude, Some(self.bound())) {
+                return Some(b);
+            }
+        }
+        self.select_where(key, exclude, None)
     }
 
     /// As [`select`](Self::select), among the backends `bound` admits (if given).

@@ -37,8 +37,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
         for value in first.iter().chain(&rest) {
-            for token in value.to_str().unwrap_or("").split(',') {
-                headers.remove(token.trim());
+            // Bytes: one non-ASCII token must not keep the others' headers in.
+            for token in value.as_bytes().split(|&b| b == b',') {
+                if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
+                    headers.remove(name);
+                }
             }
         }
     }

@@ -178,9 +178,9 @@ fn parse_payload(payload: &str) -> Option<Verified> {
     Some(Verified { id: id.to_owned(), route })
 }
 
-/// A backend name as config validation allows it.
+/// A backend name as config validation allows it (of any length, as there).
 fn is_backend_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn is_id(s: &str) -> bool {

@@ -94,12 +94,11 @@ impl SessionPolicy {
         let mut out = Extracted::default();
         let mut present = false;
         for value in headers.get_all(COOKIE) {
-            let Ok(text) = value.to_str() else { continue };
-            for (name, value) in cookie_pairs(text) {
-                if name == self.cookie_name {
+            for (name, value) in cookie_pairs(value.as_bytes()) {
+                if name == self.cookie_name.as_bytes() {
                     present = true;
                     if out.key.is_none() {
-                        if let Some(v) = codec.verify(value) {
+                        if let Some(v) = std::str::from_utf8(value).ok().and_then(|v| codec.verify(v)) {
                             out.key = Some(v.id);
                             out.route = v.route;
                         }
@@ -156,39 +155,41 @@ impl SessionPolicy {
 
 /// The `name=value` pairs of a Cookie header (RFC 6265 5.4), without parsing what does not
 /// matter here: whitespace around both is trimmed, and a value's surrounding quotes removed.
-fn cookie_pairs(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    text.split(';').filter_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        let value = value.trim();
-        let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
-        Some((name.trim(), value))
+/// Bytes, not text: another cookie's non-ASCII value (UTF-8 in the wild) must not hide ours.
+fn cookie_pairs(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    bytes.split(|&b| b == b';').filter_map(|pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let value = pair[eq + 1..].trim_ascii();
+        let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
+        Some((pair[..eq].trim_ascii(), value))
     })
 }
 
-/// The value of cookie `name` in the request's Cookie headers.
+/// The value of cookie `name` in the request's Cookie headers (a value that is not UTF-8 is
+/// not a session id).
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get_all(COOKIE).iter().find_map(|v| {
-        cookie_pairs(v.to_str().ok()?).find(|&(n, v)| n == name && !v.is_empty()).map(|(_, v)| v.to_owned())
+        let (_, value) = cookie_pairs(v.as_bytes()).find(|&(n, v)| n == name.as_bytes() && !v.is_empty())?;
+        std::str::from_utf8(value).ok().map(str::to_owned)
     })
 }
 
 /// Remove cookie `name` from the request, keeping the other pairs byte for byte, in one
 /// Cookie header (as HTTP/1.1 wants, also when HTTP/2 sent several).
 fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    let mut kept = String::new();
+    let mut kept = Vec::new();
     for v in headers.get_all(COOKIE) {
-        let Ok(text) = v.to_str() else { continue };
-        for pair in text.split(';').map(str::trim) {
-            if pair.is_empty() || pair.split('=').next().map(str::trim) == Some(name) {
+        for pair in v.as_bytes().split(|&b| b == b';').map(<[u8]>::trim_ascii) {
+            if pair.is_empty() || pair.split(|&b| b == b'=').next().map(<[u8]>::trim_ascii) == Some(name.as_bytes()) {
                 continue;
             }
             if !kept.is_empty() {
-                kept.push_str("; ");
+                kept.extend_from_slice(b"; ");
             }
-            kept.push_str(pair);
+            kept.extend_from_slice(pair);
         }
     }
-    match HeaderValue::from_str(&kept) {
+    match HeaderValue::from_bytes(&kept) {
         Ok(v) if !kept.is_empty() => {
             headers.insert(COOKIE, v);
         }

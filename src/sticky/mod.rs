@@ -101,12 +101,16 @@ impl Router<'_> {
         let from_cookie = found.is_some_and(|f| f.source != Source::Table);
         let restore = found.is_some_and(|f| f.source == Source::Cookie);
         let mut decision = decide::decide(found, pool, snap.session.on_backend_down);
-        let mut bound = None;
+        // Preferred affinity: an overloaded backend's session goes to a backend within the
+        // bound — if there is one; otherwise it stays.
+        let mut unloaded = None;
         if let (Decision::Pinned(b), Affinity::Preferred) = (&decision, snap.config.session.affinity) {
             let now = pool.bound();
             if decide::overloaded(b.as_ref(), now) {
-                bound = Some(now);
-                decision = Decision::Move { from: b.name.clone(), reason: Reassign::Overload };
+                unloaded = pool.select_where(key.as_deref(), std::slice::from_ref(&b.name), Some(now));
+                if unloaded.is_some() {
+                    decision = Decision::Move { from: b.name.clone(), reason: Reassign::Overload };
+                }
             }
         }
         let created_ms = fresh.map_or(now, |r| r.created_ms);
@@ -134,13 +138,10 @@ impl Router<'_> {
             Decision::Reject { from } => Err(NoBackend { from: Some(from) }),
             Decision::Move { from, reason } => {
                 self.metrics.reassigned(reason);
-                let exclude = std::slice::from_ref(&from);
-                let to = match bound {
-                    // Overloaded: among the backends within the bound.
-                    Some(bound) => pool.select_where(key.as_deref(), exclude, Some(bound)),
-                    None => pool.select(key.as_deref(), exclude),
+                let to = match unloaded {
+                    Some(to) => to,
+                    None => pool.select(key.as_deref(), std::slice::from_ref(&from)).ok_or(NoBackend { from: None })?,
                 };
-                let to = to.ok_or(NoBackend { from: None })?;
                 let mut plan = plan(to, key);
                 self.move_pin(&mut plan, &from, from_cookie).await;
                 plan.previous = Some(from);
