@@ -110,7 +110,9 @@ fn syntax(work: &mut String, problems: &mut Problems) -> bool {
                 return false;
             }
         }
-        problems.at(Some(span.start), e.message());
+        // toml has no words for some errors (a control character in a comment).
+        let message = e.message().trim();
+        problems.at(Some(span.start), if message.is_empty() { "invalid TOML syntax here" } else { message });
         if !blank(work, lines.clone()) {
             return false;
         }
