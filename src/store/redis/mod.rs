@@ -53,6 +53,7 @@
 mod cache;
 mod commands;
 mod events;
+mod handle;
 mod link;
 mod pin;
 
@@ -60,6 +61,8 @@ use super::{unix_ms, AffinityStore};
 use crate::config::{ClusterConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+pub use handle::RedisHandle;
+
 use cache::{Claim, Found, LocalCache};
 use link::Link;
 use pin::{Held, Next, Pending, PinValue, Step, Verdict};
@@ -139,6 +142,11 @@ impl RedisStore {
         if let Some(old) = self.lock_listener().replace(task) {
             old.abort();
         }
+    }
+
+    /// A handle on the store's connection for the group (membership, fleet-wide state).
+    pub fn handle(&self) -> RedisHandle {
+        RedisHandle::new(self.inner.clone())
     }
 
     /// Stop the event listener.
