@@ -12,8 +12,12 @@ use super::time::{ms, secs, sleep_ms, Deadline};
 /// A `redis-server` child process on 127.0.0.1; killed (SIGKILL) on drop.
 pub struct RedisServer {
     child: Option<Child>,
-    port: u16,
+    pub port: u16,
     dir: tempfile::TempDir,
+    /// Arguments after the common ones (`--replicaof`, cluster mode).
+    extra: Vec<String>,
+    /// A Sentinel (`redis-server sentinel.conf --sentinel`) with this config text.
+    sentinel_conf: Option<String>,
 }
 
 fn redis_server_binary() -> PathBuf {
@@ -33,8 +37,30 @@ fn redis_server_binary() -> PathBuf {
 impl RedisServer {
     /// On a free port (another one if the port was taken before redis-server could bind it).
     pub async fn start() -> RedisServer {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra `redis-server` arguments (e.g. `["--replicaof", HOST, "6379"]`).
+    pub async fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_kind(extra.iter().map(|s| s.to_string()).collect(), None).await
+    }
+
+    /// A Sentinel watching the master `name` on `master_port` (quorum 2, down after 1 s).
+    pub async fn start_sentinel(name: &str, master_port: u16) -> RedisServer {
+        let conf = format!(
+            "sentinel monitor {name} {HOST} {master_port} 2\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 10000\n\
+             sentinel parallel-syncs {name} 1\n"
+        );
+        Self::start_kind(Vec::new(), Some(conf)).await
+    }
+
+    async fn start_kind(extra: Vec<String>, sentinel_conf: Option<String>) -> RedisServer {
         for _ in 0..5 {
-            let mut r = RedisServer { child: None, port: free_port(), dir: tempfile::tempdir().expect("tempdir") };
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (extra, sentinel_conf) = (extra.clone(), sentinel_conf.clone());
+            let mut r = RedisServer { child: None, port: free_port(), dir, extra, sentinel_conf };
             if r.try_spawn().await {
                 return r;
             }
@@ -43,7 +69,8 @@ impl RedisServer {
     }
 
     pub async fn start_on(port: u16) -> RedisServer {
-        let mut r = RedisServer { child: None, port, dir: tempfile::tempdir().expect("tempdir") };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = RedisServer { child: None, port, dir, extra: Vec::new(), sentinel_conf: None };
         r.spawn().await;
         r
     }
@@ -56,10 +83,21 @@ impl RedisServer {
     pub async fn try_spawn(&mut self) -> bool {
         assert!(self.child.is_none(), "redis-server already running");
         let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("redis log");
-        let child = Command::new(redis_server_binary())
-            .args(["--port", &self.port.to_string(), "--bind", HOST, "--save", "", "--appendonly", "no"])
+        let mut cmd = Command::new(redis_server_binary());
+        if let Some(conf) = &self.sentinel_conf {
+            // Sentinel rewrites its file: it lives in our directory.
+            let path = self.dir.path().join("sentinel.conf");
+            std::fs::write(&path, conf).expect("write sentinel.conf");
+            cmd.arg(path).arg("--sentinel");
+        }
+        cmd.args(["--port", &self.port.to_string(), "--bind", HOST]);
+        if self.sentinel_conf.is_none() {
+            cmd.args(["--save", "", "--appendonly", "no"]);
+        }
+        let child = cmd
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -106,6 +144,21 @@ impl RedisServer {
     /// Start again on the same port (empty: nothing is persisted).
     pub async fn restart(&mut self) {
         self.spawn().await;
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Runs one command with a fresh connection.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let client = redis::Client::open(self.url())?;
+        let run = async {
+            let mut c = client.get_multiplexed_async_connection().await?;
+            cmd.query_async(&mut c).await
+        };
+        tokio::time::timeout(secs(2), run).await.unwrap_or_else(|_| Err(std::io::Error::other("timed out").into()))
     }
 
     /// Keys matching `pattern`, read with a fresh connection.
