@@ -1,7 +1,10 @@
 //! The Redis commands the store sends, each one call bounded by `cluster.redis_timeout` and
 //! reported to the [`Link`](super::link::Link): a failure answers `None` (or `false`) and the
 //! caller carries on with its local table. Writes that other instances must hear about go in
-//! one MULTI with their PUBLISH, so that events arrive in the order of the writes.
+//! one Lua script with their PUBLISH, so that events arrive in the order of the writes. Each
+//! script names one key (the pin; the channel is an argument, not a key): a Redis Cluster
+//! runs it on the pin's node, and refuses the MULTI of a key with PUBLISH that one server
+//! would take.
 
 use super::connect::Conn;
 use super::events;
@@ -27,6 +30,21 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('PUBLISH', ARGV[5], ARGV[4])
 return false
+"#;
+
+/// Overwrite a pin and publish it. KEYS: the pin. ARGV: the value, its expiry (ms), the
+/// channel, the event.
+const REPLACE_SCRIPT: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"#;
+
+/// Delete a pin and publish it. KEYS: the pin. ARGV: the channel, the event.
+const DELETE_SCRIPT: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
 "#;
 
 impl Inner {
@@ -62,23 +80,21 @@ impl Inner {
         Some(held)
     }
 
-    /// Overwrite the pin and tell the other instances, atomically (MULTI) so that the event
+    /// Overwrite the pin and tell the other instances, atomically (one script) so that the event
     /// order is the write order. True if Redis took it.
     pub(super) async fn write_replace(&self, key: &str, value: &PinValue) -> bool {
         let Some(ttl) = pin::ttl(value.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime) else {
             return false;
         };
-        let mut tx = redis::pipe();
-        tx.atomic()
-            .cmd("SET")
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(REPLACE_SCRIPT)
+            .arg(1)
             .arg(self.keys.pin(key))
             .arg(value.encode())
-            .arg("PX")
             .arg(ttl.as_millis() as u64)
-            .ignore()
-            .publish(&self.keys.channel, events::encode(events::Op::Pin, self.instance, key))
-            .ignore();
-        self.call(|c| pipe_query::<()>(&tx, c)).await.is_some()
+            .arg(&self.keys.channel)
+            .arg(events::encode(events::Op::Pin, self.instance, key));
+        self.call(|c| cmd_query::<()>(&eval, c)).await.is_some()
     }
 
     /// Move the pin from backend `from` to `value` unless another move came first: `Some(None)`
@@ -100,13 +116,13 @@ impl Inner {
 
     /// Delete the pin and tell the other instances.
     pub(super) async fn delete(&self, key: &str) {
-        let mut tx = redis::pipe();
-        tx.atomic()
-            .del(self.keys.pin(key))
-            .ignore()
-            .publish(&self.keys.channel, events::encode(events::Op::Unpin, self.instance, key))
-            .ignore();
-        self.call(|c| pipe_query::<()>(&tx, c)).await;
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(DELETE_SCRIPT).arg(1).arg(self.keys.pin(key)).arg(&self.keys.channel).arg(events::encode(
+            events::Op::Unpin,
+            self.instance,
+            key,
+        ));
+        self.call(|c| cmd_query::<()>(&eval, c)).await;
     }
 
     pub(super) async fn expire(self: Arc<Self>, key: String, ttl: Duration) {
