@@ -77,6 +77,8 @@ async fn instances_list_each_other_notice_one_that_dies_and_flag_a_different_con
     assert!(lb_a["started"].as_str().is_some_and(|s| s.ends_with('Z')), "{lb_a}");
     assert!(lb_a["last_seen_ms"].as_u64().is_some_and(|ms| ms <= 3000), "{lb_a}");
     assert_eq!(b.metric("stickylb_cluster_members").await, Some(3.0));
+    let page = get(&plain_client(), &b.admin_url("/")).await.text();
+    assert!(page.contains("api(\"/api/cluster\")") && page.contains("mismatch"), "the status page shows the group");
     assert_eq!(b.metric("stickylb_cluster_config_consistent").await, Some(1.0));
 
     drop(c);
