@@ -18,6 +18,8 @@
 //! - [`session`]: finding the session key (insert cookie with its signed route, learn, header)
 //!   and the insert cookie itself. Decides nothing.
 //! - [`store`]: the node affinity table (session -> backend), in memory or in Redis.
+//! - [`group`]: the instances sharing one Redis — membership, the config fingerprint they
+//!   must agree on, and backends' admin state made fleet-wide.
 //! - [`state`]: the shared state: an immutable [`state::Snapshot`] (config, pool, session
 //!   policy) swapped atomically on reload, the store, the metrics, the slots.
 //! - [`sticky`]: the sticky router — where a request goes (`plan`), what follows a failed
@@ -42,6 +44,7 @@ pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod group;
 pub mod health;
 pub mod listen;
 pub mod logging;
@@ -112,6 +115,7 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: Shutdown) -> Resu
     // Before the first request: restore the snapshot / start listening to other instances.
     let snap = shared.snapshot();
     shared.store.start(|name| snap.pool.get(name).is_some(), shutdown.clone());
+    start_group(&shared, &shutdown);
     let workers = shared.snapshot().config.server.workers();
     let slots = shared.slots.clone();
     let listen = shared.snapshot().config.server.listen.clone();
@@ -156,6 +160,21 @@ pub fn launch(config: Config, path: Option<PathBuf>, shutdown: Shutdown) -> Resu
         stopping.store.stop();
     });
     Ok(Running { shared, addrs, admin, task })
+}
+
+/// The group task (Redis store only): membership and fleet-wide admin state, over the current
+/// snapshot.
+fn start_group(shared: &Arc<Shared>, shutdown: &Shutdown) {
+    let watched = shared.clone();
+    let local = move || {
+        let snap = watched.snapshot();
+        group::Local {
+            backends: snap.pool.backends().to_vec(),
+            file_states: snap.config.backends.iter().map(|b| (b.name().to_owned(), b.state)).collect(),
+            fingerprint: group::fingerprint(&snap.config),
+        }
+    };
+    tokio::spawn(group::run(shared.group.clone(), local, shared.reloads(), shutdown.clone()));
 }
 
 /// Start `n` more worker threads, each a single-threaded tokio runtime accepting on its own

@@ -5,6 +5,7 @@
 
 use crate::balance::Pool;
 use crate::config::{self, Config, ConfigError};
+use crate::group::Group;
 use crate::metrics::Metrics;
 use crate::session::SessionPolicy;
 use crate::store::Store;
@@ -33,6 +34,8 @@ impl Snapshot {
 pub struct Shared {
     snapshot: ArcSwap<Snapshot>,
     pub store: Store,
+    /// The other instances sharing the store's Redis, and the fleet-wide admin state.
+    pub group: Arc<Group>,
     pub metrics: Arc<Metrics>,
     /// The file reloads read; `None` for configs built in code (demo).
     pub config_path: Option<PathBuf>,
@@ -54,11 +57,13 @@ impl Shared {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
         let metrics = Arc::new(Metrics::default());
         let store = Store::from_config(&config, metrics.clone());
+        let group = Arc::new(Group::new(&config, store.redis(), metrics.clone()));
         let slots = crate::slots::Slots::new(config.server.max_connections);
         let snapshot = Snapshot::new(config, None);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
+            group,
             metrics,
             config_path,
             reloaded: watch::channel(0).0,

@@ -103,7 +103,8 @@ fn unknown_backend(name: &str) -> AdminResponse {
 }
 
 /// `POST /api/backends/{name}/{drain|maint|enable}`: answers the backend's new view. The state
-/// holds until changed again; a reload keeps it unless the file's `state` for it changed.
+/// holds until changed again; a reload keeps it unless the file's `state` for it changed. With
+/// Redis the change goes to every instance of the group (`group::fleet`).
 pub fn set_state(shared: &Shared, name: &str, state: AdminState) -> AdminResponse {
     let snap = shared.snapshot();
     let Some(b) = snap.pool.get(name) else {
@@ -111,6 +112,7 @@ pub fn set_state(shared: &Shared, name: &str, state: AdminState) -> AdminRespons
     };
     let before = b.state();
     b.set_state(state);
+    shared.group.changed(name, state);
     tracing::info!(
         backend = name,
         from = before.as_str(),

@@ -1,5 +1,6 @@
 //! The admin API on its own listener: process health, Prometheus metrics, backend state
-//! changes (drain / maint / enable), session lookups, reload, and the live status page.
+//! changes (drain / maint / enable, fleet-wide with Redis), session lookups, reload, the group
+//! (`/api/cluster`), and the live status page.
 //!
 //! It owns no state: it reads the snapshot, the store (pins, and session counts by backend
 //! name) and the metrics, and writes only a backend's admin state (an atomic in
@@ -86,6 +87,7 @@ enum Resource {
     BackendAction(String, crate::config::AdminState),
     Session(String),
     Reload,
+    Cluster,
 }
 
 impl Resource {
@@ -103,6 +105,7 @@ impl Resource {
             ["api", "backends", name, action] => Resource::BackendAction(name.to_string(), api::parse_action(action)?),
             ["api", "sessions", id] => Resource::Session(id.to_string()),
             ["api", "reload"] => Resource::Reload,
+            ["api", "cluster"] => Resource::Cluster,
             _ => return None,
         })
     }
@@ -176,6 +179,7 @@ async fn answer(shared: &Arc<Shared>, req: Request<Incoming>) -> AdminResponse {
         Resource::BackendAction(name, state) => api::set_state(shared, &name, state),
         Resource::Session(id) => api::session(shared, &id, method == Method::DELETE).await,
         Resource::Reload => api::reload(shared),
+        Resource::Cluster => reply::json(StatusCode::OK, &shared.group.report()),
     }
 }
 

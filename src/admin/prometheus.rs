@@ -173,6 +173,11 @@ impl Scrape {
         ConstCounter::new(failed).encode(d.encode_family(&[("result", "failure")])?)?;
         let help = "1 if the last reload was applied (or none was tried), 0 if it was rejected";
         single(enc, "config_last_reload_successful", help, ConstGauge::new(last_ok as i64))?;
+        let help = "Instances in the group as this one sees them (itself included; 1 with the memory store)";
+        single(enc, "cluster_members", help, ConstGauge::new(m.cluster_members.load(Relaxed)))?;
+        let help = "1 if every member of the group has this instance's config fingerprint, else 0";
+        let consistent = ConstGauge::new(m.cluster_config_consistent.load(Relaxed));
+        single(enc, "cluster_config_consistent", help, consistent)?;
         let help = "When the process started, in seconds since the Unix epoch";
         single(enc, "start_time_seconds", help, ConstGauge::new(m.started_unix))?;
         let info = Info::new([("version", env!("CARGO_PKG_VERSION"))]);
@@ -236,6 +241,8 @@ mod tests {
             "stickylb_cookie_rejected_total 3",
             "stickylb_active_connections 0",
             "stickylb_store_errors_total 0",
+            "stickylb_cluster_members 1",
+            "stickylb_cluster_config_consistent 1",
         ] {
             assert!(l.contains(&want), "missing {want:?} in\n{text}");
         }

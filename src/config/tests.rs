@@ -68,6 +68,28 @@ fn cluster_keys_are_checked() {
 }
 
 #[test]
+fn redis_topology_keys_are_checked() {
+    let text = format!(
+        "[cluster]\nstore = \"redis\"\nsentinels = [\"127.0.0.1:26379\", \"nope\"]\nredis_cluster = [\"127.0.0.1:0\"]\n{MIN}"
+    );
+    let e = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(e.contains("t.toml:3:13: cluster.sentinels: \"nope\" is not host:port"), "{e}");
+    assert!(e.contains("t.toml:4:17: cluster.redis_cluster: \"127.0.0.1:0\" is not host:port"), "{e}");
+    assert!(e.contains("t.toml:4:1: cluster.redis_cluster and cluster.sentinels exclude each other"), "{e}");
+    assert!(e.contains("t.toml:3:1: cluster.sentinels needs cluster.sentinel_master"), "{e}");
+    let text = format!("[cluster]\nsentinel_master = \"m\"\ninstance_name = \"a b\"\n{MIN}");
+    let e = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(e.contains("t.toml:2:1: cluster.sentinel_master needs cluster.sentinels"), "{e}");
+    assert!(e.contains("t.toml:3:1: cluster.instance_name must not contain whitespace"), "{e}");
+    let text = format!("[cluster]\nredis_cluster = [\"127.0.0.1:7000\"]\n{MIN}");
+    assert!(parse(&text, "t.toml").unwrap_err().to_string().contains("cluster.redis_cluster needs store = \"redis\""));
+    let text = format!(
+        "[cluster]\nstore = \"redis\"\nsentinels = [\"127.0.0.1:26379\", \"[::1]:26380\"]\nsentinel_master = \"m\"\n{MIN}"
+    );
+    assert!(parse(&text, "t.toml").is_ok());
+}
+
+#[test]
 fn no_backend() {
     let e = parse("", "t.toml").unwrap_err().to_string();
     assert!(e.contains("at least one [[backend]]"), "{e}");

@@ -195,6 +195,10 @@ fn check_cluster(c: &mut Checker, cl: &ClusterConfig) {
             );
         }
     }
+    check_redis_topology(c, cl);
+    if cl.instance_name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        c.key("cluster.instance_name", "cluster.instance_name must not contain whitespace");
+    }
     if cl.key_prefix.chars().any(char::is_whitespace) {
         c.key("cluster.key_prefix", "cluster.key_prefix must not contain whitespace");
     }
@@ -206,6 +210,40 @@ fn check_cluster(c: &mut Checker, cl: &ClusterConfig) {
             );
         }
     }
+}
+
+/// `sentinels` + `sentinel_master`, or `redis_cluster`: each a list of `host:port`, only with
+/// `store = "redis"`, not both.
+fn check_redis_topology(c: &mut Checker, cl: &ClusterConfig) {
+    for (key, list) in [("cluster.sentinels", &cl.sentinels), ("cluster.redis_cluster", &cl.redis_cluster)] {
+        if list.is_empty() {
+            continue;
+        }
+        if cl.store != StoreKind::Redis {
+            c.key(key, format!("{key} needs store = \"redis\""));
+        }
+        for node in list {
+            if !is_host_port(node) {
+                c.value(key, format!("{key}: {node:?} is not host:port"));
+            }
+        }
+    }
+    if !cl.sentinels.is_empty() && !cl.redis_cluster.is_empty() {
+        c.key("cluster.redis_cluster", "cluster.redis_cluster and cluster.sentinels exclude each other");
+    }
+    if !cl.sentinels.is_empty() && cl.sentinel_master.trim().is_empty() {
+        c.key("cluster.sentinels", "cluster.sentinels needs cluster.sentinel_master (the master's name)");
+    }
+    if cl.sentinels.is_empty() && !cl.sentinel_master.is_empty() {
+        c.key("cluster.sentinel_master", "cluster.sentinel_master needs cluster.sentinels");
+    }
+}
+
+/// `host:port` with a non-empty host and a port from 1 to 65535 (`[v6]:port` too).
+fn is_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else { return false };
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 fn is_token_byte(b: u8) -> bool {

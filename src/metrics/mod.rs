@@ -127,6 +127,10 @@ pub struct Metrics {
     /// When the process started, for uptime (monotonic) and the start-time metric (wall).
     pub started: Instant,
     pub started_unix: f64,
+    /// Set by `group`: the members this instance sees (itself included), and 1 if they all
+    /// share its config fingerprint.
+    pub cluster_members: AtomicI64,
+    pub cluster_config_consistent: AtomicI64,
 }
 
 impl Default for Metrics {
@@ -144,6 +148,8 @@ impl Default for Metrics {
             last_reload_ok: AtomicU64::new(1),
             started: Instant::now(),
             started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            cluster_members: AtomicI64::new(1),
+            cluster_config_consistent: AtomicI64::new(1),
         }
     }
 }

@@ -22,7 +22,7 @@ mod table;
 
 pub use memory::MemoryStore;
 pub use pin_key::PinKey;
-pub use redis::RedisStore;
+pub use redis::{RedisHandle, RedisStore};
 
 use crate::config::{Config, SessionConfig, StoreKind};
 use crate::metrics::Metrics;
@@ -108,6 +108,14 @@ impl Store {
         }
     }
 
+    /// The Redis connection, for the group; `None` with the memory store.
+    pub fn redis(&self) -> Option<RedisHandle> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Redis(r) => Some(r.handle()),
+        }
+    }
+
     /// Limits of the table changed in a reload (only takes effect for a new table).
     pub fn same_limits(a: &SessionConfig, b: &SessionConfig) -> bool {
         a.idle_timeout == b.idle_timeout && a.max_lifetime == b.max_lifetime && a.max_entries == b.max_entries
@@ -122,6 +130,10 @@ impl Store {
             && a.key_prefix == b.key_prefix
             && a.snapshot_file == b.snapshot_file
             && a.redis_timeout == b.redis_timeout
+            && a.instance_name == b.instance_name
+            && a.sentinels == b.sentinels
+            && a.sentinel_master == b.sentinel_master
+            && a.redis_cluster == b.redis_cluster
     }
 }
 

@@ -172,6 +172,19 @@ impl Balancer {
         }
     }
 
+    /// GET /api/cluster as JSON.
+    pub async fn cluster(&self) -> Value {
+        let r = self.admin_get("/api/cluster").await;
+        assert_eq!(r.status, 200, "GET /api/cluster: {}", r.describe());
+        r.json()
+    }
+
+    /// The `state` of one backend per GET /api/backends.
+    pub async fn state_of(&self, name: &str) -> String {
+        let b = self.backend(name).await;
+        b["state"].as_str().unwrap_or_else(|| panic!("no string `state` in {b}")).to_string()
+    }
+
     /// POST to an admin path, returns the status.
     pub async fn admin_post(&self, path: &str) -> u16 {
         let r = plain_client().post(self.admin_url(path)).send().await.unwrap_or_else(|e| panic!("POST {path}: {e}"));

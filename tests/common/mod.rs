@@ -10,6 +10,7 @@
 //!   as the real binary ([`BalancerBuilder::start_binary`], for signals, logs, exit codes).
 //! - `client.rs`: [`User`] (a cookie-keeping client), [`plain_client`], [`Reply`], cookies.
 //! - `raw.rs`: [`RawConn`], byte-exact HTTP/1.1.
+//! - `redis_server.rs`: [`RedisServer`], a real `redis-server` on loopback.
 //! - `h2.rs`: [`H2Conn`], HTTP/2 (h2c or TLS) that sends header fields exactly as given.
 //! - `tls.rs`: [`TestCert`], self-signed certificates for `[server.tls]`; [`tls_connect`].
 //! - `metrics.rs`: [`metric_value`] and a Prometheus text-format checker.
@@ -32,6 +33,7 @@ mod in_process;
 mod metrics;
 mod net;
 mod raw;
+mod redis_server;
 mod time;
 mod tls;
 
@@ -45,5 +47,6 @@ pub use h2::*;
 pub use metrics::*;
 pub use net::*;
 pub use raw::*;
+pub use redis_server::*;
 pub use time::*;
 pub use tls::*;

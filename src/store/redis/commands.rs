@@ -1,23 +1,23 @@
 //! The Redis commands the store sends, each one call bounded by `cluster.redis_timeout` and
 //! reported to the [`Link`](super::link::Link): a failure answers `None` (or `false`) and the
 //! caller carries on with its local table. Writes that other instances must hear about go in
-//! one MULTI with their PUBLISH, so that events arrive in the order of the writes.
+//! one Lua script with their PUBLISH, so that events arrive in the order of the writes. Each
+//! script names one key (the pin; the channel is an argument, not a key): a Redis Cluster
+//! runs it on the pin's node, and refuses the MULTI of a key with PUBLISH that one server
+//! would take.
 
+use super::connect::Conn;
 use super::events;
 use super::pin::{self, PinValue};
 use super::{unix_ms, Inner};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long the connection manager may take to (re)connect in the background.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Move a pin unless it was moved already, and publish the move, atomically. KEYS: the pin,
-/// the event channel. ARGV: the backend name it moves from, the new value, its expiry (ms),
-/// the event. Returns nil when moved, otherwise the value that holds. A missing pin (expired)
+/// Move a pin unless it was moved already, and publish the move, atomically. KEYS: the pin
+/// (the only key, so that a Redis Cluster runs it on the pin's node). ARGV: the backend name
+/// it moves from, the new value, its expiry (ms), the event, the event channel. Returns nil when moved, otherwise the value that holds. A missing pin (expired)
 /// or one that is not ours to parse is overwritten.
 const MOVE_SCRIPT: &str = r#"
 local cur = redis.call('GET', KEYS[1])
@@ -28,8 +28,23 @@ if cur then
   end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('PUBLISH', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
 return false
+"#;
+
+/// Overwrite a pin and publish it. KEYS: the pin. ARGV: the value, its expiry (ms), the
+/// channel, the event.
+const REPLACE_SCRIPT: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"#;
+
+/// Delete a pin and publish it. KEYS: the pin. ARGV: the channel, the event.
+const DELETE_SCRIPT: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
 "#;
 
 impl Inner {
@@ -65,23 +80,21 @@ impl Inner {
         Some(held)
     }
 
-    /// Overwrite the pin and tell the other instances, atomically (MULTI) so that the event
+    /// Overwrite the pin and tell the other instances, atomically (one script) so that the event
     /// order is the write order. True if Redis took it.
     pub(super) async fn write_replace(&self, key: &str, value: &PinValue) -> bool {
         let Some(ttl) = pin::ttl(value.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime) else {
             return false;
         };
-        let mut tx = redis::pipe();
-        tx.atomic()
-            .cmd("SET")
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(REPLACE_SCRIPT)
+            .arg(1)
             .arg(self.keys.pin(key))
             .arg(value.encode())
-            .arg("PX")
             .arg(ttl.as_millis() as u64)
-            .ignore()
-            .publish(&self.keys.channel, events::encode(events::Op::Pin, self.instance, key))
-            .ignore();
-        self.call(|c| pipe_query::<()>(&tx, c)).await.is_some()
+            .arg(&self.keys.channel)
+            .arg(events::encode(events::Op::Pin, self.instance, key));
+        self.call(|c| cmd_query::<()>(&eval, c)).await.is_some()
     }
 
     /// Move the pin from backend `from` to `value` unless another move came first: `Some(None)`
@@ -91,25 +104,25 @@ impl Inner {
         let ttl = pin::ttl(value.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime)?;
         let mut eval = redis::cmd("EVAL");
         eval.arg(MOVE_SCRIPT)
-            .arg(2)
+            .arg(1)
             .arg(self.keys.pin(key))
-            .arg(&self.keys.channel)
             .arg(from)
             .arg(value.encode())
             .arg(ttl.as_millis() as u64)
-            .arg(events::encode(events::Op::Pin, self.instance, key));
+            .arg(events::encode(events::Op::Pin, self.instance, key))
+            .arg(&self.keys.channel);
         self.call(|c| cmd_query(&eval, c)).await
     }
 
     /// Delete the pin and tell the other instances.
     pub(super) async fn delete(&self, key: &str) {
-        let mut tx = redis::pipe();
-        tx.atomic()
-            .del(self.keys.pin(key))
-            .ignore()
-            .publish(&self.keys.channel, events::encode(events::Op::Unpin, self.instance, key))
-            .ignore();
-        self.call(|c| pipe_query::<()>(&tx, c)).await;
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(DELETE_SCRIPT).arg(1).arg(self.keys.pin(key)).arg(&self.keys.channel).arg(events::encode(
+            events::Op::Unpin,
+            self.instance,
+            key,
+        ));
+        self.call(|c| cmd_query::<()>(&eval, c)).await;
     }
 
     pub(super) async fn expire(self: Arc<Self>, key: String, ttl: Duration) {
@@ -122,12 +135,17 @@ impl Inner {
     /// if it failed (a request never fails because of Redis).
     pub(super) async fn call<T, F, Fut>(&self, f: F) -> Option<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let attempt = async {
-            let conn = self.connection().await?;
+            let conn = self.redis.get(self.timeout).await?;
             match f(conn.clone()).await {
+                // Sentinel: the master may have moved; ask the sentinels again and retry once.
+                Err(e) if self.redis.topology.should_reconnect(&e) => {
+                    self.redis.reset();
+                    f(self.redis.get(self.timeout).await?).await
+                }
                 // The manager answers the first call after a lost connection with that loss and
                 // reconnects meanwhile: one more try (within the same time budget) uses the new one.
                 Err(e) if is_connection_error(&e) => f(conn.clone()).await,
@@ -149,26 +167,13 @@ impl Inner {
             }
         }
     }
-
-    pub(super) async fn connection(&self) -> RedisResult<&ConnectionManager> {
-        self.conn
-            .get_or_try_init(|| {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(CONNECT_TIMEOUT)
-                    .set_response_timeout(self.timeout)
-                    .set_number_of_retries(1)
-                    .set_max_delay(500);
-                ConnectionManager::new_with_config(self.client.clone(), config)
-            })
-            .await
-    }
 }
 
-async fn pipe_query<T: redis::FromRedisValue>(p: &redis::Pipeline, mut c: ConnectionManager) -> RedisResult<T> {
+async fn pipe_query<T: redis::FromRedisValue>(p: &redis::Pipeline, mut c: Conn) -> RedisResult<T> {
     p.query_async(&mut c).await
 }
 
-async fn cmd_query<T: redis::FromRedisValue>(cmd: &redis::Cmd, mut c: ConnectionManager) -> RedisResult<T> {
+async fn cmd_query<T: redis::FromRedisValue>(cmd: &redis::Cmd, mut c: Conn) -> RedisResult<T> {
     cmd.query_async(&mut c).await
 }
 

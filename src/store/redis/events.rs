@@ -71,7 +71,7 @@ pub(super) async fn listen(inner: Arc<Inner>, mut shutdown: Shutdown) {
     let mut attempt = 0u32;
     loop {
         let subscribed = tokio::select! {
-            r = subscribe(&inner) => r,
+            r = subscribe(&inner, attempt) => r,
             _ = shutdown.wait() => return,
         };
         match subscribed {
@@ -106,14 +106,18 @@ pub(super) async fn listen(inner: Arc<Inner>, mut shutdown: Shutdown) {
 }
 
 /// A connection subscribed to the event channel, and its push messages.
-async fn subscribe(inner: &Inner) -> redis::RedisResult<(MultiplexedConnection, UnboundedReceiver<PushInfo>)> {
+async fn subscribe(
+    inner: &Inner,
+    attempt: u32,
+) -> redis::RedisResult<(MultiplexedConnection, UnboundedReceiver<PushInfo>)> {
     let (tx, rx) = unbounded_channel();
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(CONNECT_TIMEOUT)
         .set_push_sender(tx);
     let attempt = async {
-        let mut conn = inner.events_client.get_multiplexed_async_connection_with_config(&config).await?;
+        let client = inner.redis.topology.events_client(attempt).await?;
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
         conn.subscribe(&inner.keys.channel).await?;
         Ok((conn, rx))
     };

@@ -52,7 +52,9 @@
 
 mod cache;
 mod commands;
+mod connect;
 mod events;
+mod handle;
 mod link;
 mod pin;
 
@@ -60,15 +62,16 @@ use super::{unix_ms, AffinityStore};
 use crate::config::{ClusterConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+pub use handle::RedisHandle;
+
 use cache::{Claim, Found, LocalCache};
+use connect::{Connector, Topology};
 use link::Link;
 use pin::{Held, Next, Pending, PinValue, Step, Verdict};
-use redis::aio::ConnectionManager;
-use redis::{Client, ProtocolVersion, RedisResult};
+use redis::RedisResult;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
 pub struct RedisStore {
@@ -92,11 +95,9 @@ impl Keys {
 /// What the request path, the background syncs and the event listener share.
 struct Inner {
     local: LocalCache,
-    client: Client,
-    /// The same server with RESP3, for the event listener's push messages.
-    events_client: Client,
-    /// Made on first use (not at start: Redis may be down then), then reconnects by itself.
-    conn: OnceCell<ConnectionManager>,
+    /// One server, Sentinel or Cluster ([`connect`]); connects on first use (not at start:
+    /// Redis may be down then), then reconnects by itself.
+    redis: Connector,
     keys: Keys,
     link: Link,
     timeout: Duration,
@@ -112,15 +113,9 @@ struct Inner {
 
 impl RedisStore {
     pub fn new(session: &SessionConfig, cluster: &ClusterConfig, metrics: Arc<Metrics>) -> RedisResult<RedisStore> {
-        let client = Client::open(cluster.redis_url.as_str())?;
-        let mut info = client.get_connection_info().clone();
-        info.redis.protocol = ProtocolVersion::RESP3;
-        let events_client = Client::open(info)?;
         let inner = Inner {
             local: LocalCache::new(session),
-            client,
-            events_client,
-            conn: OnceCell::new(),
+            redis: Connector::new(Topology::new(cluster)?),
             keys: Keys { prefix: cluster.key_prefix.clone(), channel: format!("{}events", cluster.key_prefix) },
             link: Link::new(metrics.clone()),
             timeout: cluster.redis_timeout,
@@ -139,6 +134,11 @@ impl RedisStore {
         if let Some(old) = self.lock_listener().replace(task) {
             old.abort();
         }
+    }
+
+    /// A handle on the store's connection for the group (membership, fleet-wide state).
+    pub fn handle(&self) -> RedisHandle {
+        RedisHandle::new(self.inner.clone())
     }
 
     /// Stop the event listener.
