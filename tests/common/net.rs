@@ -7,9 +7,10 @@ use super::time::ms;
 /// The loopback host every socket in these tests uses.
 pub const HOST: &str = "127.0.0.1";
 
-/// A loopback port that was free a moment ago (bind :0, read, drop); never the same port twice in one test process: two calls in a row may otherwise get the
-/// same port back from the kernel (the first socket is closed at once), and a listener and an
-/// admin address would then clash.
+/// A loopback port that was free a moment ago (bind :0, read, drop); never the same port
+/// twice in one test process: two calls in a row may otherwise get the same port back from the
+/// kernel (the first socket is closed at once), and a listener and an admin address would then
+/// clash.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
