@@ -57,10 +57,7 @@ fn cookie_seen(bs: &[TestBackend], name: &str) -> String {
 async fn split_cookie_fields_arrive_as_one_and_keep_a_learned_session() {
     for transport in BOTH {
         let bs = three().await;
-        let builder = balancer(&refs(&bs))
-            .set("session.mode", "learn")
-            .set("session.cookie", "JSESSIONID")
-            .set("balance.algorithm", "round_robin");
+        let builder = learn_jsessionid(&refs(&bs));
         let front = Front::start(builder, transport).await;
         let mut conn = front.connect().await;
         let login = conn.get("/login", &[]).await;
@@ -108,12 +105,7 @@ async fn split_cookie_fields_with_ours_second_keep_an_inserted_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_cookie_lines_from_an_http1_client_arrive_as_one() {
     let bs = three().await;
-    let lb = balancer(&refs(&bs))
-        .set("session.mode", "learn")
-        .set("session.cookie", "JSESSIONID")
-        .set("balance.algorithm", "round_robin")
-        .start()
-        .await;
+    let lb = learn_jsessionid(&refs(&bs)).start().await;
     let login = get(&plain_client(), &lb.url("/login")).await;
     let owner = login.backend().expect("backend");
     let sid = cookie_value(&login.set_cookie("JSESSIONID").expect("the backend's JSESSIONID"));

@@ -7,10 +7,7 @@ use common::*;
 
 /// Learn mode on JSESSIONID with a route per backend (node1..node3).
 fn routed(bs: &[TestBackend]) -> BalancerBuilder {
-    let mut b = balancer(&refs(bs))
-        .set("session.mode", "learn")
-        .set("session.cookie", "JSESSIONID")
-        .set("balance.algorithm", "round_robin");
+    let mut b = learn_jsessionid(&refs(bs));
     for (i, be) in bs.iter().enumerate() {
         b = b.backend_set(be.name(), "route", format!("node{}", i + 1).as_str());
     }

@@ -242,12 +242,7 @@ async fn our_cookie_is_stripped_and_other_cookies_pass_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learn_mode_routes_by_the_backends_own_cookie_and_path_parameter() {
     let bs = three().await;
-    let lb = balancer(&refs(&bs))
-        .set("session.mode", "learn")
-        .set("session.cookie", "JSESSIONID")
-        .set("balance.algorithm", "round_robin")
-        .start()
-        .await;
+    let lb = learn_jsessionid(&refs(&bs)).start().await;
     let c = plain_client();
 
     let u1 = User::new();

@@ -97,6 +97,15 @@ pub fn balancer(backends: &[&TestBackend]) -> BalancerBuilder {
     b.set("server.shutdown_timeout", "10s").set("session.secret", SECRET)
 }
 
+/// Learn mode on the servlet cookie `JSESSIONID`, round robin: the setup of the
+/// application-cookie tests.
+pub fn learn_jsessionid(backends: &[&TestBackend]) -> BalancerBuilder {
+    balancer(backends)
+        .set("session.mode", "learn")
+        .set("session.cookie", "JSESSIONID")
+        .set("balance.algorithm", "round_robin")
+}
+
 impl BalancerBuilder {
     /// Sets `section.key = value` (replacing an earlier value of the same key).
     pub fn set(mut self, dotted: &str, value: impl Into<Toml>) -> Self {
