@@ -2,7 +2,7 @@
 //!
 //! This module owns the schema of `../shared/SPEC.md` (plus a few documented extras), the
 //! named defaults, and the error messages (`FILE:LINE:COL: message`, every problem of a file
-//! at once: see [`collect`]). Nothing outside it reads raw TOML; the hot path only ever sees a
+//! at once: see `collect`). Nothing outside it reads raw TOML; the hot path only ever sees a
 //! validated [`Config`] inside an immutable snapshot.
 //!
 //! - `schema/`: the serde structs, one file per section, and `defaults`.

@@ -1,10 +1,10 @@
 //! The group: the instances that share one Redis, seen from this one.
 //!
 //! This module owns three things: **membership** (every instance announces itself every
-//! second; one silent for 3 s has left; joins and leaves are logged: [`members`]), the
+//! second; one silent for 3 s has left; joins and leaves are logged: `members`), the
 //! **config fingerprint** that tells whether the members agree on what they must share
-//! ([`fingerprint`](mod@fingerprint)), and the **fleet-wide admin state** of backends (a drain
-//! on one instance holds on all: [`fleet`]). The admin API reads [`Group::report`] and tells
+//! (`fingerprint`), and the **fleet-wide admin state** of backends (a drain
+//! on one instance holds on all: `fleet`). The admin API reads [`Group::report`] and tells
 //! [`Group::changed`]; [`run`] is the background task that talks to Redis.
 //!
 //! It uses the store's Redis connection through [`RedisHandle`] (so Sentinel and Cluster
@@ -55,7 +55,7 @@ pub struct Group {
     card: Mutex<Card>,
     /// The members as of the last announce (this instance included once Redis answered).
     members: Mutex<Vec<Member>>,
-    /// Admin state changes made here that Redis has not taken yet (see [`fleet`]).
+    /// Admin state changes made here that Redis has not taken yet (see `fleet`).
     pending: Mutex<HashMap<String, Stamped>>,
     /// Wakes the task when a change is pending.
     wake: Notify,
