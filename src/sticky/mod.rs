@@ -54,6 +54,15 @@ impl Plan {
     }
 }
 
+/// What [`Router::locate`] found.
+struct Located {
+    decision: Decision,
+    /// Where the session's backend came from (none: a new session).
+    source: Option<Source>,
+    /// Preferred affinity: where an overloaded backend's session goes.
+    unloaded: Option<Arc<Backend>>,
+}
+
 /// Why no backend could be planned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoBackend {
@@ -87,34 +96,12 @@ impl Router<'_> {
         let now = crate::store::unix_ms();
         let max_lifetime = snap.config.session.max_lifetime.as_millis() as u64;
         let fresh = route.as_ref().filter(|r| decide::cookie_route_fresh(r.created_ms, now, max_lifetime));
-        let servlet = match (&key, snap.session.mode) {
-            (Some(k), SessionMode::Learn) if table.is_none() => decide::servlet_route(k, pool),
-            _ => None,
-        };
-        let found = match (&table, fresh, servlet) {
-            (Some(name), _, _) => Some(Found { backend: name, source: Source::Table }),
-            (None, Some(r), _) => Some(Found { backend: &r.backend, source: Source::Cookie }),
-            (None, None, Some(b)) => Some(Found { backend: &b.name, source: Source::ServletRoute }),
-            (None, None, None) => None,
-        };
+        let Located { decision, source, unloaded } = self.locate(key.as_deref(), table.as_deref(), fresh);
         // No table pin behind it: a move pins (pin_if_absent) rather than compare-and-sets.
-        let from_cookie = found.is_some_and(|f| f.source != Source::Table);
-        let restore = found.is_some_and(|f| f.source == Source::Cookie);
-        let mut decision = decide::decide(found, pool, snap.session.on_backend_down);
-        // Preferred affinity: an overloaded backend's session goes to a backend within the
-        // bound — if there is one; otherwise it stays.
-        let mut unloaded = None;
-        if let (Decision::Pinned(b), Affinity::Preferred) = (&decision, snap.config.session.affinity) {
-            let now = pool.bound();
-            if decide::overloaded(b.as_ref(), now) {
-                unloaded = pool.select_where(key.as_deref(), std::slice::from_ref(&b.name), Some(now));
-                if unloaded.is_some() {
-                    decision = Decision::Move { from: b.name.clone(), reason: Reassign::Overload };
-                }
-            }
-        }
+        let from_cookie = source.is_some_and(|s| s != Source::Table);
+        let restore = source == Some(Source::Cookie);
         let created_ms = fresh.map_or(now, |r| r.created_ms);
-        let cookie_names = route.as_ref().map(|r| r.backend.clone());
+        let cookie_names = route.map(|r| r.backend);
         let plan = |backend, key| Plan {
             backend,
             key,
@@ -160,6 +147,36 @@ impl Router<'_> {
                 Ok(plan)
             }
         }
+    }
+
+    /// Where the session is (table pin, else the cookie's fresh route, else a servlet route)
+    /// and the decision for it; with preferred affinity, an overloaded backend's session moves
+    /// to a backend within the bound — if there is one; otherwise it stays.
+    fn locate(&self, key: Option<&str>, table: Option<&str>, fresh: Option<&Route>) -> Located {
+        let (snap, pool) = (self.snap, &self.snap.pool);
+        let servlet = match (key, snap.session.mode) {
+            (Some(k), SessionMode::Learn) if table.is_none() => decide::servlet_route(k, pool),
+            _ => None,
+        };
+        let found = match (table, fresh, servlet) {
+            (Some(name), _, _) => Some(Found { backend: name, source: Source::Table }),
+            (None, Some(r), _) => Some(Found { backend: &r.backend, source: Source::Cookie }),
+            (None, None, Some(b)) => Some(Found { backend: &b.name, source: Source::ServletRoute }),
+            (None, None, None) => None,
+        };
+        let source = found.map(|f| f.source);
+        let mut decision = decide::decide(found, pool, snap.session.on_backend_down);
+        let mut unloaded = None;
+        if let (Decision::Pinned(b), Affinity::Preferred) = (&decision, snap.config.session.affinity) {
+            let now = pool.bound();
+            if decide::overloaded(b.as_ref(), now) {
+                unloaded = pool.select_where(key, std::slice::from_ref(&b.name), Some(now));
+                if unloaded.is_some() {
+                    decision = Decision::Move { from: b.name.clone(), reason: Reassign::Overload };
+                }
+            }
+        }
+        Located { decision, source, unloaded }
     }
 
     /// Pin a new or restored session; adopt the pin another instance made first if its backend
