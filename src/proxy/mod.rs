@@ -152,12 +152,7 @@ async fn serve(
     let snap: &Snapshot = router.snap;
     let cfg = &snap.config;
     let (mut parts, body) = req.into_parts();
-    if request::head_size(&parts) > cfg.server.max_header_bytes {
-        return Err(ProxyError::HeadersTooLarge.into());
-    }
-    if request::exceeds_limit(&parts.headers, cfg.server.max_body_bytes) {
-        return Err(ProxyError::BodyTooLarge.into());
-    }
+    request::check_limits(&parts, &cfg.server)?;
     let mut session = snap.session.extract(&mut parts.headers, &parts.uri);
     if session.rejected {
         router.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -170,11 +165,7 @@ async fn serve(
     }
     let body = RequestBody::new(body, cfg.server.max_body_bytes);
     if snap.session.mode == SessionMode::Soap && soap::inspects_request(&parts) {
-        let Some(prefix) = body.peek(cfg.session.soap_max_bytes).await else {
-            let error = if body.too_large() { ProxyError::BodyTooLarge } else { ProxyError::BadRequest };
-            return Err(error.into());
-        };
-        soap::read_request_key(&prefix, &mut session);
+        soap::request_key(&body, cfg.session.soap_max_bytes, &mut session).await?;
     }
     let mut plan = router
         .plan(session)

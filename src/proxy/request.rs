@@ -19,6 +19,18 @@ pub fn head_size(parts: &request::Parts) -> usize {
     parts.headers.iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4) + 2
 }
 
+/// The limits a request head is checked against before anything else: its size (431) and a
+/// declared body size (413).
+pub fn check_limits(parts: &request::Parts, server: &crate::config::ServerConfig) -> Result<(), ProxyError> {
+    if head_size(parts) > server.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    if exceeds_limit(&parts.headers, server.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    Ok(())
+}
+
 /// A Content-Length above the configured limit (0 = none).
 pub fn exceeds_limit(headers: &HeaderMap, limit: u64) -> bool {
     limit != 0

@@ -2,7 +2,9 @@
 //! with an XML content type), and the bounded read of a response's first bytes before it is
 //! answered. The XML itself is read by `session::soap`; the pins are the router's.
 
+use super::request_body::RequestBody;
 use super::response_body::{Lease, ResponseBody};
+use super::ProxyError;
 use crate::session::soap::{self as envelope, SoapKey};
 use crate::session::Extracted;
 use bytes::Bytes;
@@ -24,9 +26,20 @@ pub fn inspects_request(parts: &request::Parts) -> bool {
     parts.method == Method::POST && is_xml(&parts.headers)
 }
 
+/// Peek at up to `max` bytes of the request body (which is then forwarded whole) and read its
+/// session key into `session`. A body that breaks off is the client's fault (400), one over
+/// `max_body_bytes` a 413.
+pub async fn request_key(body: &RequestBody, max: usize, session: &mut Extracted) -> Result<(), ProxyError> {
+    let Some(prefix) = body.peek(max).await else {
+        return Err(if body.too_large() { ProxyError::BodyTooLarge } else { ProxyError::BadRequest });
+    };
+    read_request_key(&prefix, session);
+    Ok(())
+}
+
 /// The session key of a request envelope's first bytes, into `session`: a `ServiceGroupId`
 /// (pinned when a backend hands it out) or a `ClientID` (pinned on its first request).
-pub fn read_request_key(prefix: &[u8], session: &mut Extracted) {
+fn read_request_key(prefix: &[u8], session: &mut Extracted) {
     match envelope::request_key(prefix) {
         Some(SoapKey::ServiceGroup(id)) => session.key = Some(id),
         Some(SoapKey::Client(id)) => {
