@@ -20,43 +20,9 @@ DUR=${DUR:-8s}; CONNS=${CONNS:-16}
 ensure_tools wrk nginx curl valgrind python3
 ensure_binary
 
-TMP=$(mktemp -d /tmp/stickylb-instr.XXXXXX); chmod 755 "$TMP"
-PIDS=()
-cleanup() {
-  trap - EXIT INT TERM
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-start() { local name=$1; shift; setsid "$@" </dev/null >"$TMP/$name.log" 2>&1 & PIDS+=($!); }
-wait_port() {
-  local i
-  for i in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "ERROR: nothing listens on 127.0.0.1:$1; log:" >&2; cat "$TMP/$2.log" >&2; exit 1
-}
-read -r BE1 BE2 BE3 LB ADMIN < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
-
-servers=""
-for p in "$BE1" "$BE2" "$BE3"; do
-  servers+="server { listen 127.0.0.1:$p; default_type text/plain; location / { return 200 \"backend-$p\\n\"; } }
-"
-done
-cat >"$TMP/nginx.conf" <<EOF
-daemon off; pid $TMP/nginx.pid; error_log $TMP/nginx.err warn; worker_processes 1;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; client_body_temp_path $TMP/b; proxy_temp_path $TMP/p;
-$servers}
-EOF
-start nginx nginx -e "$TMP/nginx.err" -p "$TMP" -c "$TMP/nginx.conf"
+workdir instr
+read -r BE1 BE2 BE3 LB ADMIN < <(free_ports 5)
+nginx_backends 'default_type text/plain; return 200 "backend-PORT\n";' "$BE1" "$BE2" "$BE3"
 cat >"$TMP/stickylb.toml" <<EOF
 [server]
 listen = "127.0.0.1:$LB"
@@ -77,7 +43,6 @@ for p in "$BE1" "$BE2" "$BE3"; do
   i=$((i + 1)); printf '[[backend]]\nname = "app%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$TMP/stickylb.toml"
 done
 start stickylb valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$STICKYLB_BIN" --config "$TMP/stickylb.toml"
-wait_port "$BE1" nginx
 wait_port "$LB" stickylb
 VG_PID=${PIDS[-1]}
 COOKIE=$(curl -s -D - "http://127.0.0.1:$LB/" | tr -d '\r' | grep -io 'set-cookie: STICKYLB=[^;]*' | cut -d' ' -f2)

@@ -20,3 +20,56 @@ ensure_binary() {
     STICKYLB_BIN=target/release/stickylb
   fi
 }
+
+# workdir NAME: a temp dir $TMP and a PIDS list; on exit every process started with `start` (its
+# whole process group) is stopped and $TMP removed.
+workdir() {
+  TMP=$(mktemp -d "/tmp/stickylb-$1.XXXXXX"); chmod 755 "$TMP"
+  PIDS=()
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+cleanup() {
+  trap - EXIT INT TERM
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+
+# start NAME CMD...: run CMD in its own process group, output in $TMP/NAME.log.
+start() { local name=$1; shift; setsid "$@" </dev/null >"$TMP/$name.log" 2>&1 & PIDS+=($!); }
+
+# wait_port PORT NAME: until something listens on 127.0.0.1:PORT (30 s), else show NAME's log.
+wait_port() {
+  local i
+  for i in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "ERROR: nothing listens on 127.0.0.1:$1; log:" >&2; cat "$TMP/$2.log" >&2; exit 1
+}
+
+# free_ports N: N loopback ports that were free a moment ago, on one line.
+free_ports() {
+  python3 -c "
+import socket
+ss = [socket.socket() for _ in range($1)]
+for s in ss: s.bind(('127.0.0.1', 0))
+print(*[s.getsockname()[1] for s in ss])"
+}
+
+# nginx_backends LOCATION PORT...: one nginx (1 worker, keep-alive) with a server per PORT whose
+# `location / { LOCATION }` answers; PORT inside LOCATION is replaced by the server's port.
+nginx_backends() {
+  local location=$1 servers="" p; shift
+  for p in "$@"; do servers+="server { listen 127.0.0.1:$p; location / { ${location//PORT/$p} } }
+"; done
+  cat >"$TMP/nginx.conf" <<CONF
+daemon off; pid $TMP/nginx.pid; error_log $TMP/nginx.err warn; worker_processes 1;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; client_body_temp_path $TMP/b; proxy_temp_path $TMP/p;
+$servers}
+CONF
+  start nginx nginx -e "$TMP/nginx.err" -p "$TMP" -c "$TMP/nginx.conf"
+  wait_port "$1" nginx
+}

@@ -14,35 +14,10 @@ DUR=${DUR:-5s}; CONNS=${CONNS:-32}; ROUNDS=${ROUNDS:-3}
 ensure_tools wrk nginx curl python3
 ensure_binary
 
-TMP=$(mktemp -d /tmp/stickylb-soap.XXXXXX); chmod 755 "$TMP"
-PIDS=()
-cleanup() {
-  trap - EXIT INT TERM
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-read -r BE1 BE2 BE3 LB_SOAP ADM_SOAP LB_NONE ADM_NONE < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(7)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
+workdir soap
+read -r BE1 BE2 BE3 LB_SOAP ADM_SOAP LB_NONE ADM_NONE < <(free_ports 7)
 REPLY='<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Header/><soapenv:Body><r>ok</r></soapenv:Body></soapenv:Envelope>'
-servers=""
-for p in "$BE1" "$BE2" "$BE3"; do
-  servers+="server { listen 127.0.0.1:$p; location / { default_type text/xml; return 200 '$REPLY'; } }
-"
-done
-cat >"$TMP/nginx.conf" <<CONF
-daemon off; pid $TMP/nginx.pid; error_log $TMP/nginx.err warn; worker_processes 1;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; client_body_temp_path $TMP/b; proxy_temp_path $TMP/p;
-$servers}
-CONF
-nginx -e "$TMP/nginx.err" -p "$TMP" -c "$TMP/nginx.conf" & PIDS+=($!)
+nginx_backends "default_type text/xml; return 200 '$REPLY';" "$BE1" "$BE2" "$BE3"
 run_lb() { # mode listen admin
   cat >"$TMP/$1.toml" <<CONF
 [server]
@@ -62,9 +37,8 @@ CONF
   for p in "$BE1" "$BE2" "$BE3"; do
     i=$((i + 1)); printf '[[backend]]\nname = "app%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$TMP/$1.toml"
   done
-  "$STICKYLB_BIN" --config "$TMP/$1.toml" >"$TMP/$1.log" 2>&1 & PIDS+=($!)
-  for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$3/healthz" && return 0; sleep 0.1; done
-  echo "stickylb ($1) did not start" >&2; cat "$TMP/$1.log" >&2; exit 1
+  start "$1" "$STICKYLB_BIN" --config "$TMP/$1.toml"
+  wait_port "$3" "$1"
 }
 run_lb soap "$LB_SOAP" "$ADM_SOAP"
 run_lb none "$LB_NONE" "$ADM_NONE"
