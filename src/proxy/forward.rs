@@ -4,12 +4,11 @@
 
 use super::request_body::RequestBody;
 use super::response_body::Lease;
-use super::upstream::{Conn, SendError};
+use super::upstream::{self, Client, Conn, Outgoing, SendError};
 use super::{request, ProxyError};
 use crate::sticky::decide::Failure;
 use crate::sticky::Plan;
-use http::{request::Parts, Response};
-use hyper::body::Incoming;
+use http::{header, request::Parts, Method, Response};
 use std::time::{Duration, Instant};
 
 /// Why an attempt failed.
@@ -29,7 +28,7 @@ pub async fn attempt(
     plan: &Plan,
     connect_timeout: Duration,
     deadline: Instant,
-) -> Result<(Response<Incoming>, Lease), AttemptError> {
+) -> Result<(Response<upstream::Body>, Lease), AttemptError> {
     let guard = plan.backend.start_request();
     match tokio::time::timeout_at(deadline.into(), send(parts, body, plan, connect_timeout)).await {
         Err(_) => Err(AttemptError::Backend { failure: Failure::Timeout, resent: false }),
@@ -47,23 +46,33 @@ async fn send(
     body: &RequestBody,
     plan: &Plan,
     connect_timeout: Duration,
-) -> Result<(Response<Incoming>, Conn), AttemptError> {
+) -> Result<(Response<upstream::Body>, Conn), AttemptError> {
     let backend = &plan.backend;
     let authority = &backend.addr.authority;
+    let client = client_for(parts, body);
     let refused = |_| AttemptError::Backend { failure: Failure::Refused, resent: false };
-    let mut conn = Conn::checkout(authority, false, connect_timeout).await.map_err(refused)?;
+    let mut conn = Conn::checkout(authority, client, false, connect_timeout).await.map_err(refused)?;
     let build = || request::attempt(parts, body, backend, plan.previous.as_deref()).map_err(AttemptError::Request);
-    let mut req = build()?;
+    let lean = Outgoing { parts, host: authority.as_str(), previous: plan.previous.as_deref() };
+    // hyper's client takes the request (and gives it back if unsent); the lean one writes the head.
+    let mut req = match client {
+        Client::Hyper => Some(build()?),
+        Client::Lean => None,
+    };
     let safe = request::is_safe(&parts.method) && body.is_empty();
     let mut resent = false;
     loop {
-        match conn.send(req).await {
+        let sent = match req.take() {
+            Some(r) => conn.send(r).await,
+            None => conn.send_lean(lean).await,
+        };
+        match sent {
             Ok(resp) => return Ok((resp, conn)),
-            Err(SendError::Unsent(unsent)) if conn.reused => req = *unsent,
+            Err(SendError::Unsent(unsent)) if conn.reused => req = unsent.map(|r| *r),
             Err(SendError::Failed(e)) if conn.reused && safe && !resent => {
                 tracing::debug!(backend = %backend.name, error = %e, "reused connection failed; sending again");
                 resent = true;
-                req = build()?;
+                req = if client == Client::Hyper { Some(build()?) } else { None };
             }
             Err(SendError::Unsent(_)) => {
                 tracing::debug!(backend = %backend.name, "connection closed before the request was sent");
@@ -77,8 +86,18 @@ async fn send(
         // A refused reconnect says the backend is gone: that is a refusal (a documented reason
         // to move the session), whatever the pooled connection did before. Only a safe request
         // can have been sent on it, and it runs at most twice all the same.
-        conn = Conn::checkout(authority, true, connect_timeout)
+        conn = Conn::checkout(authority, client, true, connect_timeout)
             .await
             .map_err(|_| AttemptError::Backend { failure: Failure::Refused, resent })?;
+    }
+}
+
+/// The lean client takes requests without a body that are no upgrade (after
+/// [`request::prepare`], only an upgrade request still has an `Upgrade` header); hyper's the rest.
+fn client_for(parts: &Parts, body: &RequestBody) -> Client {
+    if body.is_empty() && parts.method != Method::CONNECT && !parts.headers.contains_key(header::UPGRADE) {
+        Client::Lean
+    } else {
+        Client::Hyper
     }
 }

@@ -4,22 +4,22 @@
 
 use super::response_body::{Lease, ResponseBody};
 use super::tunnel::UpgradeRequest;
+use super::upstream;
 use super::{headers, soap, ClientConn, ProxyError, BACKEND_HEADER};
 use crate::config::SessionMode;
 use crate::sticky::{Plan, Router};
 use http::{header, HeaderValue, Response};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
 pub async fn respond(
     router: &Router<'_>,
-    (resp, lease): (Response<Incoming>, Lease),
+    (resp, lease): (Response<upstream::Body>, Lease),
     plan: &Plan,
     upgrade: Option<UpgradeRequest>,
     conn: &ClientConn,
 ) -> Response<ResponseBody> {
     let backend = lease.guard.backend().clone();
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
     let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     let protocol = if switched { parts.headers.get(header::UPGRADE).cloned() } else { None };
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -58,7 +58,7 @@ pub async fn respond(
     }
     let lease = if body.is_end_stream() {
         // Nothing to stream (HEAD, 204, 304, empty): the connection is free now.
-        lease.release();
+        lease.release(&mut body);
         None
     } else {
         Some(lease)

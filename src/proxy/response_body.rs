@@ -1,11 +1,11 @@
 //! Response bodies: the backend's, streamed to the client while they hold the backend's
 //! in-flight count and connection ([`Lease`]), or a short text of our own.
 
-use super::upstream::Conn;
+use super::request_body::BoxError;
+use super::upstream::{self, Conn};
 use crate::balance::InFlight;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,9 +13,9 @@ use std::task::{Context, Poll};
 /// A response body: the backend's, streamed, or a short text of our own.
 pub enum ResponseBody {
     /// The backend's body, and what it holds until it has been read to the end.
-    Upstream(Incoming, Option<Lease>),
+    Upstream(upstream::Body, Option<Lease>),
     /// The same, of which a prefix was read already (SOAP mode looked at it): sent first.
-    Peeked(VecDeque<Bytes>, Incoming, Option<Lease>),
+    Peeked(VecDeque<Bytes>, upstream::Body, Option<Lease>),
     Text(Option<Bytes>),
 }
 
@@ -27,9 +27,9 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The body was read to its end: the connection can carry the next request.
-    pub fn release(self) {
-        self.conn.release(&self.guard.backend().addr.authority);
+    /// `body` was read to its end: the connection can carry the next request.
+    pub fn release(self, body: &mut upstream::Body) {
+        self.conn.release(&self.guard.backend().addr.authority, body);
     }
 }
 
@@ -51,16 +51,16 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Upstream(b, lease) => poll_upstream(b, lease, cx),
             ResponseBody::Peeked(prefix, b, lease) => match prefix.pop_front() {
                 Some(data) => {
                     if prefix.is_empty() && b.is_end_stream() {
                         if let Some(lease) = lease.take() {
-                            lease.release();
+                            lease.release(b);
                         }
                     }
                     Poll::Ready(Some(Ok(Frame::data(data))))
@@ -99,15 +99,15 @@ impl Body for ResponseBody {
 
 /// Stream the backend's body; give the connection back after its last frame.
 fn poll_upstream(
-    b: &mut Incoming,
+    b: &mut upstream::Body,
     lease: &mut Option<Lease>,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     let r = Pin::new(&mut *b).poll_frame(cx);
     match &r {
         // hyper stops polling once `is_end_stream` says so: release after the last frame.
-        Poll::Ready(None) => lease.take().map_or((), Lease::release),
-        Poll::Ready(Some(Ok(_))) if b.is_end_stream() => lease.take().map_or((), Lease::release),
+        Poll::Ready(None) => lease.take().map_or((), |l| l.release(b)),
+        Poll::Ready(Some(Ok(_))) if b.is_end_stream() => lease.take().map_or((), |l| l.release(b)),
         // The connection is closed with the lease: it cannot carry another request.
         Poll::Ready(Some(Err(_))) => drop(lease.take()),
         _ => {}

@@ -4,6 +4,7 @@
 
 use super::request_body::RequestBody;
 use super::response_body::{Lease, ResponseBody};
+use super::upstream;
 use super::ProxyError;
 use crate::session::soap::{self as envelope, SoapKey};
 use crate::session::Extracted;
@@ -11,7 +12,6 @@ use bytes::Bytes;
 use http::{header, request, HeaderMap, Method};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::collections::VecDeque;
 
 /// `text/xml` (SOAP 1.1), `application/soap+xml` (SOAP 1.2), `application/xml` or any `+xml`.
@@ -53,7 +53,11 @@ fn read_request_key(prefix: &[u8], session: &mut Extracted) {
 /// Read up to `max` bytes of a response body: the `ServiceGroupId` it hands out, if any, and
 /// the body to send on (the bytes read first, then the rest). `None` when the backend's body
 /// failed while it was read (nothing was sent to the client yet).
-pub async fn read_response(mut body: Incoming, lease: Lease, max: usize) -> Option<(Option<String>, ResponseBody)> {
+pub async fn read_response(
+    mut body: upstream::Body,
+    lease: Lease,
+    max: usize,
+) -> Option<(Option<String>, ResponseBody)> {
     let mut prefix = VecDeque::new();
     let mut seen = bytes::BytesMut::new();
     while seen.len() < max && !body.is_end_stream() {
@@ -71,7 +75,7 @@ pub async fn read_response(mut body: Incoming, lease: Lease, max: usize) -> Opti
     let seen: Bytes = seen.freeze();
     let id = envelope::response_service_group(&seen[..seen.len().min(max)]);
     let lease = if body.is_end_stream() {
-        lease.release();
+        lease.release(&mut body);
         None
     } else {
         Some(lease)

@@ -1,0 +1,324 @@
+//! The lean HTTP/1.1 client: one keep-alive connection to a backend, driven by the request's
+//! own task. The request head is written straight into the socket from the prepared head (no
+//! copy of the header map, no channel, no connection task), the response head is parsed in
+//! place with `httparse` (the parser hyper uses) and its header values are slices of the read
+//! buffer; the body is read by [`super::decode`] from the same buffer.
+//!
+//! It serves requests without a body that are no upgrade (nearly all of them: GET, HEAD, ...);
+//! the others go through hyper's client ([`super::Conn::Hyper`]), which can stream a request
+//! body while the response arrives and hand the socket over to a tunnel. Framing follows
+//! hyper's client exactly (RFC 9112 6.3, checked by `differential.rs`): 1xx other than 101
+//! are skipped; HEAD, 204 and 304 have no body; a 101 ends the connection; Transfer-Encoding
+//! (chunked last: chunked, else until close; refused from HTTP/1.0) wins over Content-Length;
+//! differing or invalid lengths are an error; otherwise the body lasts until the backend
+//! closes.
+
+use super::decode::Framing;
+use bytes::{Bytes, BytesMut};
+use http::{header, request, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use std::io;
+use std::task::{ready, Context, Poll};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// A response head may be this long (hyper's client reads up to ~400 KB before giving up).
+const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// Room made in the read buffer before each read.
+const READ_SIZE: usize = 8192;
+/// Header lines parsed on the stack; more (up to `MAX_HEADER_LINES`) are parsed again on the heap.
+const STACK_HEADERS: usize = 48;
+
+/// One connection to a backend, with its read buffer (what the backend sent and nobody
+/// consumed yet) and its write buffer (reused for every request head).
+pub struct H1 {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+}
+
+/// Why a response could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("connection closed before a response")]
+    Closed,
+    #[error("reading the response: {0}")]
+    Io(#[from] io::Error),
+    #[error("invalid response head: {0}")]
+    Invalid(&'static str),
+}
+
+/// The response head, its body's framing and whether the connection can carry another request.
+pub struct Head {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    pub keep_alive: bool,
+}
+
+/// What the request head is written from: the prepared client head, the `Host` for a request
+/// without one (HTTP/1.0), the backend a session moved away from.
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub parts: &'a request::Parts,
+    pub host: &'a str,
+    pub previous: Option<&'a str>,
+}
+
+impl H1 {
+    pub fn new(stream: TcpStream) -> H1 {
+        H1 { stream, rbuf: BytesMut::with_capacity(READ_SIZE), wbuf: Vec::with_capacity(1024) }
+    }
+
+    /// An idle pooled connection can carry a request: the backend did not close it and sent
+    /// nothing unasked (both would make the next response ambiguous).
+    pub fn is_usable(&self) -> bool {
+        self.rbuf.is_empty()
+            && matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Write the request head (the request has no body).
+    pub async fn write_request(&mut self, out: Outgoing<'_>) -> io::Result<()> {
+        self.wbuf.clear();
+        encode_head(&mut self.wbuf, out);
+        self.stream.write_all(&self.wbuf).await
+    }
+
+    /// Read the response head to a request (`head_request`: it was a HEAD).
+    pub async fn read_head(&mut self, head_request: bool) -> Result<Head, ReadError> {
+        let mut received = false;
+        loop {
+            if !self.rbuf.is_empty() {
+                received = true;
+                if let Some(head) = parse_head(&mut self.rbuf, head_request)? {
+                    return Ok(head);
+                }
+                if self.rbuf.len() >= MAX_HEAD_BYTES {
+                    return Err(ReadError::Invalid("head too large"));
+                }
+            }
+            if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
+                return Err(if received {
+                    ReadError::Invalid("connection closed inside the head")
+                } else {
+                    ReadError::Closed
+                });
+            }
+        }
+    }
+
+    /// Read more of what the backend sent into the buffer: how many bytes (0 = it closed).
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        fill(&self.stream, &mut self.rbuf, cx)
+    }
+
+    /// The socket and the read buffer, apart (a body decoder consumes the one, fills from the other).
+    pub fn split(&mut self) -> (&TcpStream, &mut BytesMut) {
+        (&self.stream, &mut self.rbuf)
+    }
+}
+
+/// Read what `stream` has into `buf`: how many bytes (0 = the backend closed).
+pub fn fill(stream: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
+        }
+    }
+}
+
+/// `METHOD target HTTP/1.1`, the prepared headers, then `Host` and the previous backend.
+fn encode_head(buf: &mut Vec<u8>, out: Outgoing<'_>) {
+    let p = out.parts;
+    buf.extend_from_slice(p.method.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(p.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &p.headers {
+        line(buf, name.as_str(), value.as_bytes());
+    }
+    if !p.headers.contains_key(header::HOST) {
+        line(buf, "host", out.host.as_bytes());
+    }
+    if let Some(prev) = out.previous.filter(|v| HeaderValue::from_str(v).is_ok()) {
+        line(buf, super::super::PREVIOUS_BACKEND.as_str(), prev.as_bytes());
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+fn line(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Where a parsed head's pieces are in the buffer.
+#[derive(Clone, Copy, Default)]
+struct Span(u32, u32);
+
+impl Span {
+    /// `part`'s place in `base`; empty when it is not in it (httparse gives an empty reason
+    /// phrase as a static `""`).
+    fn of(base: &[u8], part: &[u8]) -> Span {
+        let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+        match start.checked_add(part.len()) {
+            Some(end) if !part.is_empty() && end <= base.len() => Span(start as u32, end as u32),
+            _ => Span::default(),
+        }
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.0 as usize..self.1 as usize
+    }
+}
+
+/// What `httparse` found, as positions in the buffer.
+struct Parsed {
+    len: usize,
+    status: u16,
+    version: u8,
+    reason: Span,
+    headers: Vec<(Span, Span)>,
+}
+
+/// Parse a complete head at the start of `buf` (skipping 1xx informational ones) and take it
+/// out of the buffer; `None` while it is incomplete.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ReadError> {
+    loop {
+        let Some(p) = locate(buf)? else { return Ok(None) };
+        let bytes = buf.split_to(p.len).freeze();
+        if matches!(p.status, 100 | 102..=199) {
+            continue;
+        }
+        return build(bytes, p, head_request).map(Some);
+    }
+}
+
+fn locate(buf: &[u8]) -> Result<Option<Parsed>, ReadError> {
+    let mut small = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    match locate_with(buf, &mut small) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut large = vec![httparse::EMPTY_HEADER; crate::proxy::MAX_HEADER_LINES];
+            locate_with(buf, &mut large)
+        }
+        r => r,
+    }
+    .map_err(|e| ReadError::Invalid(invalid(e)))
+}
+
+fn locate_with<'b>(buf: &'b [u8], headers: &mut [httparse::Header<'b>]) -> Result<Option<Parsed>, httparse::Error> {
+    let mut r = httparse::Response::new(headers);
+    let httparse::Status::Complete(len) = r.parse(buf)? else { return Ok(None) };
+    let spans = r.headers.iter().map(|h| (Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value))).collect();
+    Ok(Some(Parsed {
+        len,
+        status: r.code.unwrap_or(0),
+        version: r.version.unwrap_or(1),
+        reason: r.reason.map_or(Span::default(), |s| Span::of(buf, s.as_bytes())),
+        headers: spans,
+    }))
+}
+
+fn invalid(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::TooManyHeaders => "too many header lines",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Version => "invalid version",
+        _ => "invalid head",
+    }
+}
+
+/// The response parts from a parsed head: header values are slices of `bytes`.
+fn build(bytes: Bytes, p: Parsed, head_request: bool) -> Result<Head, ReadError> {
+    let status = StatusCode::from_u16(p.status).map_err(|_| ReadError::Invalid("invalid status"))?;
+    let version = if p.version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    let mut headers = HeaderMap::with_capacity(p.headers.len());
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut close = false;
+    for (name, value) in p.headers {
+        let name =
+            HeaderName::from_bytes(&bytes[name.range()]).map_err(|_| ReadError::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(value.range()))
+            .map_err(|_| ReadError::Invalid("invalid header value"))?;
+        if name == header::CONNECTION {
+            if close || has_token(&value, "close") {
+                (close, keep_alive) = (true, false);
+            } else if !keep_alive {
+                keep_alive = has_token(&value, "keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let mut response = http::Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    let reason = &bytes[p.reason.range()];
+    if Some(reason) != status.canonical_reason().map(str::as_bytes) {
+        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(bytes.slice(p.reason.range())) {
+            response.extensions_mut().insert(r);
+        }
+    }
+    let (mut parts, ()) = response.into_parts();
+    parts.headers = headers;
+    let (framing, upgrade) = framing(&parts, head_request)?;
+    Ok(Head { parts, framing, keep_alive: keep_alive && !upgrade })
+}
+
+/// The body's framing (RFC 9112 6.3, as hyper's client decides it), and whether the response
+/// switches protocols.
+fn framing(parts: &http::response::Parts, head_request: bool) -> Result<(Framing, bool), ReadError> {
+    match parts.status.as_u16() {
+        101 => return Ok((Framing::Empty, true)),
+        204 | 304 => return Ok((Framing::Empty, false)),
+        _ if head_request => return Ok((Framing::Empty, false)),
+        _ => {}
+    }
+    let h = &parts.headers;
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        if parts.version == Version::HTTP_10 {
+            return Err(ReadError::Invalid("transfer-encoding in an HTTP/1.0 response"));
+        }
+        return Ok((if is_chunked(h) { Framing::Chunked } else { Framing::Close }, false));
+    }
+    match content_length(h) {
+        Some(Ok(n)) => Ok((Framing::Length(n), false)),
+        Some(Err(())) => Err(ReadError::Invalid("invalid content-length")),
+        None => Ok((Framing::Close, false)),
+    }
+}
+
+/// `chunked` is the last transfer coding.
+fn is_chunked(h: &HeaderMap) -> bool {
+    h.get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// Every Content-Length value (lines and comma-separated lists) must be the same number.
+fn content_length(h: &HeaderMap) -> Option<Result<u64, ()>> {
+    let mut values = h.get_all(header::CONTENT_LENGTH).iter().peekable();
+    values.peek()?;
+    let mut found = None;
+    for v in values {
+        let Ok(s) = v.to_str() else { return Some(Err(())) };
+        for part in s.split(',').map(str::trim) {
+            let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+            match part.parse::<u64>() {
+                Ok(n) if digits && found.is_none_or(|f| f == n) => found = Some(n),
+                _ => return Some(Err(())),
+            }
+        }
+    }
+    found.map(Ok)
+}
+
+fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
