@@ -19,7 +19,9 @@
 # TLS_CERT + TLS_KEY (PEM files): `[server.tls]`, the listener speaks HTTPS (peers-tls.sh).
 set -euo pipefail
 if [ -n "${TLS_CERT:-}${TLS_KEY:-}" ]; then  # before the cd: relative to the caller's directory
-  [ -r "${TLS_CERT:-}" ] && [ -r "${TLS_KEY:-}" ] || { echo "error: TLS_CERT and TLS_KEY must both be readable files" >&2; exit 2; }
+  if [ ! -r "${TLS_CERT:-}" ] || [ ! -r "${TLS_KEY:-}" ]; then
+    echo "error: TLS_CERT and TLS_KEY must both be readable files" >&2; exit 2
+  fi
   TLS_CERT=$(realpath "$TLS_CERT"); TLS_KEY=$(realpath "$TLS_KEY")
 fi
 cd "$(dirname "$0")/.."
@@ -58,10 +60,11 @@ done
 [ "$STORE" = memory ] && exec "$bin" --config "$cfg"
 
 # ---- STORE=redis: redis-server and stickylb as children, both killed by PID ----
-source benches/lib.sh
+. benches/lib.sh
 ensure_tools redis-server
 rdir=$(mktemp -d /tmp/stickylb-peers-redis.XXXXXX)
 pids=()
+# shellcheck disable=SC2317 # run by the traps
 stop() {
   trap - EXIT INT TERM
   local p

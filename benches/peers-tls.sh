@@ -17,7 +17,7 @@
 # keeps its connections, so the figures are about record encryption, not handshakes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source benches/lib.sh
+. benches/lib.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 DUR=${DUR:-10s}; WARM=${WARM:-2s}; CONNS=${CONNS:-64}; PIN=${PIN:-1}; ROUNDS=${ROUNDS:-1}
