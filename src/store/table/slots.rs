@@ -116,25 +116,25 @@ impl<V: Copy + Default> Slots<V> {
         }
     }
 
-    fn holds(&self, i: usize, key: Key) -> bool {
-        self.slots[i].lo == key.lo && (!self.tagged || self.tags[i] == key.tag)
-    }
-
     /// The bucket of `key`, if pinned.
     pub fn find(&self, key: Key) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
-        let mut i = self.home(key.lo);
-        loop {
-            if self.slots[i].lo == EMPTY {
-                return None;
-            }
-            if self.holds(i, key) {
+        // The run from the key's home to the array end, then on from the start (there is an
+        // empty bucket on the way): slices, so that the probe loop has no bounds checks.
+        let home = self.home(key.lo);
+        let (head, tail) = self.slots.split_at(home);
+        let run = tail.iter().zip(home..).chain(head.iter().zip(0..));
+        for (s, i) in run {
+            if s.lo == key.lo && (!self.tagged || self.tags[i] == key.tag) {
                 return Some(i);
             }
-            i = self.next(i);
+            if s.lo == EMPTY {
+                return None;
+            }
         }
+        None
     }
 
     /// The pin in bucket `i`, if any.
