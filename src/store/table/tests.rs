@@ -209,3 +209,32 @@ fn two_threads_pin_and_look_up_together() {
     assert_eq!(t.len(), 5000);
     assert_eq!(tally.get().iter().sum::<i64>(), 5000);
 }
+
+/// A table's entries, restored into a table of another shard count (a snapshot loaded after
+/// `max_entries` changed), under the same hash key.
+fn moved(from: &Table<Arc<Tally>>, max_entries: u64) -> (Table<Arc<Tally>>, Arc<Tally>) {
+    let tally = Arc::new(Tally::default());
+    let limits =
+        Limits { idle_timeout: Duration::from_millis(HOUR), max_lifetime: Duration::from_millis(HOUR), max_entries };
+    let to = Table::new(limits, from.hash_key(), tally.clone());
+    for e in from.entries() {
+        assert!(to.restore(PinKey::from_hex(&e.key.to_hex()).unwrap(), e.value, e.created_ms, e.used_ms));
+    }
+    (to, tally)
+}
+
+#[test]
+fn saved_keys_find_their_sessions_in_tables_of_more_or_fewer_shards() {
+    let (small, _) = table(HOUR, HOUR, 1000);
+    // 300 pins in 16 shards of 62 or 63: none is evicted.
+    let keys: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+    keys.iter().enumerate().for_each(|(i, k)| _ = small.update(small.key(k), |_| Some(i as u32 % 4)));
+    let (big, tally) = moved(&small, 1_000_000);
+    assert_eq!((small.shards.len(), big.shards.len()), (16, 256));
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(big.get(big.key(k)), Some(i as u32 % 4), "{k} lost going to 256 shards");
+    }
+    let (back, _) = moved(&big, 1000);
+    assert!(keys.iter().all(|k| back.get(back.key(k)).is_some()), "lost going back to 16 shards");
+    assert_eq!((big.len(), tally.get().iter().sum::<i64>()), (300, 300));
+}
