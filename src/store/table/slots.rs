@@ -1,6 +1,7 @@
-//! One shard's pins: an open-addressing array of 20-byte slots plus the value's excess over
-//! 4 bytes, with linear probing, no control bytes and no power-of-two sizes, so that it stays
-//! between 70% and 87.5% full.
+//! One shard's pins: an open-addressing array of slots (16 bytes plus the value: 20 for the
+//! memory store, 24 for the Redis cache) with linear probing, no control bytes and no
+//! power-of-two sizes, so that it stays between 70% and 87.5% full (23 to 29 bytes a
+//! memory-store pin).
 //!
 //! - A slot keeps 64 bits of the pin's key (`lo`, never zero: zero marks an empty slot) and
 //!   finds its home bucket by a multiply-shift of them (any capacity works).
