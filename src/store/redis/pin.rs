@@ -94,7 +94,7 @@ pub(super) enum Check {
 /// One entry of the local cache, packed into 8 bytes; the table keeps its creation and
 /// last-use times. It is a `Copy` value changed in place under its shard's lock, so claiming
 /// a sync is one check-and-update that two concurrent uses cannot both win.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct LocalPin {
     /// The backend name's id (see `store::names`).
     backend: u16,
