@@ -3,6 +3,7 @@
 #
 #   benches/instructions.sh            (run as root the first time: it may apt-get)
 #   env knobs (defaults): DUR=8s CONNS=16  STICKYLB_BIN=path (else builds release)
+#   KEEP=dir keeps each workload's callgrind dumps there (for callgrind_annotate)
 #
 # Unlike requests/s, an instruction count is repeatable: the same binary and workload give
 # the same figure whatever else the machine is doing, so it can compare two builds on a busy
@@ -55,6 +56,7 @@ measure() { # name [wrk args...]
   rm -f "$TMP"/cg.*.[0-9]*
   callgrind_control -d "$VG_PID" >/dev/null 2>&1
   total=$(cat "$TMP"/cg.*.[0-9]* 2>/dev/null | awk '/^summary:/ {s += $2} END {print s + 0}')
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && for f in "$TMP"/cg.*.[0-9]*; do cp "$f" "$KEEP/$name.${f##*/}"; done; fi
   printf '%-12s %9s %14s %12s\n' "$name" "$n" "$total" "$((total / (n > 0 ? n : 1)))"
 }
 printf '%-12s %9s %14s %12s\n' workload requests instructions per_request

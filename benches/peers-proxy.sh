@@ -17,6 +17,8 @@
 #   script kills both by PID. redis-server inherits this script's CPUs (peers.sh pins the proxy
 #   command to CPU 0 with PIN=1) unless REDIS_CPUS (a taskset list, e.g. 1) says otherwise.
 # TLS_CERT + TLS_KEY (PEM files): `[server.tls]`, the listener speaks HTTPS (peers-tls.sh).
+# ACCESS_LOG=true: the access log on (a JSON line per request to stdout, which peers.sh writes
+#   to a file); the compared configuration has it off, as the peers log nothing.
 set -euo pipefail
 if [ -n "${TLS_CERT:-}${TLS_KEY:-}" ]; then  # before the cd: relative to the caller's directory
   if [ ! -r "${TLS_CERT:-}" ] || [ ! -r "${TLS_KEY:-}" ]; then
@@ -46,7 +48,7 @@ algorithm = "round_robin"
 listen = "$ADMIN"
 [log]
 level = "warn"
-access_log = false
+access_log = ${ACCESS_LOG:-false}
 TOML
 if [ -n "${TLS_CERT:-}" ]; then
   printf '[server.tls]\ncert = "%s"\nkey = "%s"\n' "$TLS_CERT" "$TLS_KEY" >>"$cfg"
