@@ -15,7 +15,8 @@ mod respond;
 mod response_body;
 mod soap;
 mod tunnel;
-mod upstream;
+#[doc(hidden)] // public for examples/floor.rs, the stack's floor in benchmarks
+pub mod upstream;
 
 pub use error::ProxyError;
 pub use request_body::{RequestBody, UpstreamBody};
