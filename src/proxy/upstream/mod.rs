@@ -56,6 +56,10 @@ impl Pooled for SendRequest<UpstreamBody> {
             Status::Busy
         }
     }
+
+    fn known_closed(&self) -> bool {
+        self.is_closed()
+    }
 }
 
 impl Pooled for H1 {
@@ -65,6 +69,10 @@ impl Pooled for H1 {
         } else {
             Status::Closed
         }
+    }
+
+    fn known_closed(&self) -> bool {
+        false
     }
 }
 

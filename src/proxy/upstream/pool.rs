@@ -19,7 +19,10 @@ pub enum Status {
 }
 
 pub trait Pooled {
+    /// Checked when the connection is taken (may cost a system call).
     fn status(&self) -> Status;
+    /// Known to be closed without asking the socket (checked when others are put back).
+    fn known_closed(&self) -> bool;
 }
 
 struct Idle<T> {
@@ -69,9 +72,7 @@ impl<T: Pooled> Pool<T> {
         // The oldest idle connections go while they are past the idle timeout or closed.
         let stale = idle
             .iter()
-            .take_while(|c| {
-                now.duration_since(c.since) > super::IDLE_TIMEOUT || matches!(c.conn.status(), Status::Closed)
-            })
+            .take_while(|c| now.duration_since(c.since) > super::IDLE_TIMEOUT || c.conn.known_closed())
             .count();
         if stale > 0 {
             idle.drain(..stale);
@@ -79,5 +80,58 @@ impl<T: Pooled> Pool<T> {
         if idle.len() < MAX_IDLE_PER_BACKEND {
             idle.push(Idle { conn, since: now });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A connection with a fixed status that counts how often it was asked.
+    struct Fake {
+        id: u32,
+        status: fn() -> Status,
+        asked: Rc<Cell<u32>>,
+    }
+
+    impl Pooled for Fake {
+        fn status(&self) -> Status {
+            self.asked.set(self.asked.get() + 1);
+            (self.status)()
+        }
+        fn known_closed(&self) -> bool {
+            false
+        }
+    }
+
+    fn fake(id: u32, status: fn() -> Status, asked: &Rc<Cell<u32>>) -> Fake {
+        Fake { id, status, asked: asked.clone() }
+    }
+
+    #[test]
+    fn take_gives_the_most_recent_ready_one_and_drops_closed_ones() {
+        let asked = Rc::new(Cell::new(0));
+        let mut pool = Pool::new();
+        pool.put("b:1", fake(1, || Status::Ready, &asked));
+        pool.put("b:1", fake(2, || Status::Busy, &asked));
+        pool.put("b:1", fake(3, || Status::Closed, &asked));
+        assert_eq!(pool.take("b:1").map(|c| c.id), Some(1), "closed 3 dropped, busy 2 skipped");
+        assert_eq!(pool.take("b:1").map(|c| c.id), None, "only the busy one is left");
+        assert_eq!(pool.take("other:1").map(|c| c.id), None);
+    }
+
+    #[test]
+    fn putting_back_asks_no_idle_connection_for_its_status() {
+        // Asking the lean client's connection costs a system call: only `take` may.
+        let asked = Rc::new(Cell::new(0));
+        let mut pool = Pool::new();
+        for id in 0..10 {
+            pool.put("b:1", fake(id, || Status::Ready, &asked));
+        }
+        assert_eq!(asked.get(), 0);
+        assert_eq!(pool.take("b:1").map(|c| c.id), Some(9));
+        assert_eq!(asked.get(), 1);
     }
 }
