@@ -29,6 +29,21 @@ struct Seen {
     reused: bool,
 }
 
+impl Seen {
+    fn of(p: &http::response::Parts, body: Vec<u8>, trailers: Option<Vec<(String, Vec<u8>)>>, reused: bool) -> Seen {
+        let reason = p.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes().to_vec());
+        Seen {
+            status: p.status.as_u16(),
+            version: p.version,
+            headers: list(&p.headers),
+            reason,
+            body,
+            trailers,
+            reused,
+        }
+    }
+}
+
 const SECOND: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 /// A backend that answers the first request on each connection with `pieces` (a short pause
@@ -111,17 +126,7 @@ async fn lean(addr: SocketAddr, method: &Method) -> Result<Seen, ()> {
         }
         None => false,
     };
-    let p = head.parts;
-    let reason = p.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes().to_vec());
-    Ok(Seen {
-        status: p.status.as_u16(),
-        version: p.version,
-        headers: list(&p.headers),
-        reason,
-        body,
-        trailers,
-        reused,
-    })
+    Ok(Seen::of(&head.parts, body, trailers, reused))
 }
 
 async fn hyper(addr: SocketAddr, method: &Method) -> Result<Seen, ()> {
@@ -146,16 +151,7 @@ async fn hyper(addr: SocketAddr, method: &Method) -> Result<Seen, ()> {
         Ok(Some(r)) => r.status() == 200,
         _ => false,
     };
-    let reason = p.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes().to_vec());
-    Ok(Seen {
-        status: p.status.as_u16(),
-        version: p.version,
-        headers: list(&p.headers),
-        reason,
-        body,
-        trailers,
-        reused,
-    })
+    Ok(Seen::of(&p, body, trailers, reused))
 }
 
 /// Both clients on the same response bytes.
