@@ -176,13 +176,44 @@ impl Span {
     }
 }
 
+/// The header lines' places: on the stack for the usual head, on the heap past
+/// [`STACK_HEADERS`] lines (no allocation per response otherwise).
+// Large on purpose: the point is to keep the usual head off the heap; it lives on the stack.
+#[allow(clippy::large_enum_variant)]
+enum Spans {
+    Stack([(Span, Span); STACK_HEADERS], usize),
+    Heap(Vec<(Span, Span)>),
+}
+
+impl Spans {
+    fn of(lines: impl ExactSizeIterator<Item = (Span, Span)>) -> Spans {
+        if lines.len() > STACK_HEADERS {
+            return Spans::Heap(lines.collect());
+        }
+        let mut stack = [(Span::default(), Span::default()); STACK_HEADERS];
+        let mut n = 0;
+        for (slot, line) in stack.iter_mut().zip(lines) {
+            *slot = line;
+            n += 1;
+        }
+        Spans::Stack(stack, n)
+    }
+
+    fn as_slice(&self) -> &[(Span, Span)] {
+        match self {
+            Spans::Stack(a, n) => &a[..*n],
+            Spans::Heap(v) => v,
+        }
+    }
+}
+
 /// What `httparse` found, as positions in the buffer.
 struct Parsed {
     len: usize,
     status: u16,
     version: u8,
     reason: Span,
-    headers: Vec<(Span, Span)>,
+    headers: Spans,
 }
 
 /// Parse a complete head at the start of `buf` (skipping 1xx informational ones) and take it
@@ -213,7 +244,7 @@ fn locate(buf: &[u8]) -> Result<Option<Parsed>, ReadError> {
 fn locate_with<'b>(buf: &'b [u8], headers: &mut [httparse::Header<'b>]) -> Result<Option<Parsed>, httparse::Error> {
     let mut r = httparse::Response::new(headers);
     let httparse::Status::Complete(len) = r.parse(buf)? else { return Ok(None) };
-    let spans = r.headers.iter().map(|h| (Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value))).collect();
+    let spans = Spans::of(r.headers.iter().map(|h| (Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value))));
     Ok(Some(Parsed {
         len,
         status: r.code.unwrap_or(0),
@@ -236,10 +267,10 @@ fn invalid(e: httparse::Error) -> &'static str {
 fn build(bytes: Bytes, p: Parsed, head_request: bool) -> Result<Head, ReadError> {
     let status = StatusCode::from_u16(p.status).map_err(|_| ReadError::Invalid("invalid status"))?;
     let version = if p.version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
-    let mut headers = HeaderMap::with_capacity(p.headers.len());
+    let mut headers = HeaderMap::with_capacity(p.headers.as_slice().len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
-    for (name, value) in p.headers {
+    for &(name, value) in p.headers.as_slice() {
         let name =
             HeaderName::from_bytes(&bytes[name.range()]).map_err(|_| ReadError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(value.range()))
