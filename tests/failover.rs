@@ -402,6 +402,35 @@ impl OneAnswerPerConnection {
     }
 }
 
+impl OneAnswerPerConnection {
+    /// Like [`OneAnswerPerConnection::start`], but each connection is closed right after its
+    /// answer (keep-alive was promised), as a backend whose idle timeout is shorter than the
+    /// client's pause does: the proxy must find the idle connection closed before using it.
+    async fn start_closing(name: &'static str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind((HOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = format!("served-by-{name}");
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+                });
+            }
+        });
+        OneAnswerPerConnection { addr, task }
+    }
+}
+
 impl Drop for OneAnswerPerConnection {
     fn drop(&mut self) {
         self.task.abort();
@@ -425,5 +454,31 @@ async fn a_backend_closing_a_reused_connection_does_not_move_the_session() {
         let r = u.get(&lb.url(&format!("/again/{i}"))).await;
         assert_eq!(r.status, 200, "request {i}: {}", r.describe());
         assert_eq!(r.text(), first.text(), "request {i} left its backend: {}", r.describe());
+    }
+}
+
+/// A request that is never sent twice (DELETE, no body) must not meet a pooled connection the
+/// backend already closed: the pool sees the close before reusing it (a 502 here means the
+/// idle check missed it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_backend_closed_is_not_reused() {
+    let a = OneAnswerPerConnection::start_closing("a").await;
+    let b = OneAnswerPerConnection::start_closing("b").await;
+    let lb = balancer(&[])
+        .backend_at("a", &a.addr.to_string())
+        .backend_at("b", &b.addr.to_string())
+        .set("health.enabled", false)
+        .start()
+        .await;
+    let u = User::new();
+    let first = u.get(&lb.url("/one")).await;
+    assert_eq!(first.status, 200, "{}", first.describe());
+    for i in 0..10 {
+        // Time for the backend's FIN to arrive before the next request.
+        sleep_ms(30).await;
+        let resp = u.client.delete(lb.url(&format!("/item/{i}"))).send().await.expect("DELETE");
+        let r = Reply::read(resp).await.expect("reply");
+        assert_eq!(r.status, 200, "DELETE {i}: {}", r.describe());
+        assert_eq!(r.text(), first.text(), "DELETE {i} left its backend: {}", r.describe());
     }
 }

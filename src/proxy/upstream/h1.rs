@@ -17,7 +17,8 @@ use super::decode::Framing;
 use bytes::{Bytes, BytesMut};
 use http::{header, request, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use std::io;
-use std::task::{ready, Context, Poll};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -107,27 +108,27 @@ impl H1 {
 
     /// Read more of what the backend sent into the buffer: how many bytes (0 = it closed).
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        fill(&self.stream, &mut self.rbuf, cx)
+        fill(&mut self.stream, &mut self.rbuf, cx)
     }
 
     /// The socket and the read buffer, apart (a body decoder consumes the one, fills from the other).
-    pub fn split(&mut self) -> (&TcpStream, &mut BytesMut) {
-        (&self.stream, &mut self.rbuf)
+    pub fn split(&mut self) -> (&mut TcpStream, &mut BytesMut) {
+        (&mut self.stream, &mut self.rbuf)
     }
 }
 
 /// Read what `stream` has into `buf`: how many bytes (0 = the backend closed).
-pub fn fill(stream: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+///
+/// Through `AsyncRead::poll_read`, not `try_read_buf`: a read that does not fill the space
+/// given shows the socket drained, and tokio then clears its readiness, so the pool's check
+/// of an idle connection ([`H1::is_usable`]) needs no system call (`try_read` answers from
+/// that readiness). With `try_read_buf` the readiness stayed set and every checkout made a
+/// `recvfrom` that found nothing.
+pub fn fill(stream: &mut TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     if buf.capacity() - buf.len() < READ_SIZE / 4 {
         buf.reserve(READ_SIZE);
     }
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read_buf(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return Poll::Ready(r),
-        }
-    }
+    tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf)
 }
 
 /// `METHOD target HTTP/1.1`, the prepared headers, then `Host` and the previous backend.
