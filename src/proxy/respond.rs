@@ -22,7 +22,7 @@ pub async fn respond(
     let (mut parts, mut body) = resp.into_parts();
     let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     let protocol = if switched { parts.headers.get(header::UPGRADE).cloned() } else { None };
-    headers::strip_hop_by_hop(&mut parts.headers);
+    let _ = headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(cookie) = router.learn(plan, &parts.headers).await {
         parts.headers.append(header::SET_COOKIE, cookie);
     }
@@ -46,7 +46,8 @@ pub async fn respond(
     if router.snap.session.mode == SessionMode::Soap && soap::is_xml(&parts.headers) && !body.is_end_stream() {
         // SOAP server-initiated sessions: the envelope's ReplyTo hands out a ServiceGroupId.
         let max = router.snap.config.session.soap_max_bytes;
-        return match soap::read_response(body, lease, max).await {
+        // Boxed: the rare path must not make every response's future larger.
+        return match Box::pin(soap::read_response(body, lease, max)).await {
             Some((issued, body)) => {
                 if let Some(id) = issued {
                     router.learn_issued(plan, &id).await;

@@ -137,35 +137,38 @@ impl Store {
     }
 }
 
+/// The Redis store's futures are boxed: they are several KB, and an unboxed one would make
+/// every request's future that large (moved, i.e. copied, at each await) even with the memory
+/// store. A Redis round trip dwarfs the allocation.
 impl AffinityStore for Store {
     async fn get(&self, key: &str) -> Option<Arc<str>> {
         match self {
             Store::Memory(m) => m.get(key).await,
-            Store::Redis(r) => r.get(key).await,
+            Store::Redis(r) => Box::pin(r.get(key)).await,
         }
     }
     async fn pin(&self, key: &str, backend: &str) {
         match self {
             Store::Memory(m) => m.pin(key, backend).await,
-            Store::Redis(r) => r.pin(key, backend).await,
+            Store::Redis(r) => Box::pin(r.pin(key, backend)).await,
         }
     }
     async fn reassign(&self, key: &str, from: &str, to: &str) -> Arc<str> {
         match self {
             Store::Memory(m) => m.reassign(key, from, to).await,
-            Store::Redis(r) => r.reassign(key, from, to).await,
+            Store::Redis(r) => Box::pin(r.reassign(key, from, to)).await,
         }
     }
     async fn pin_if_absent(&self, key: &str, backend: &str, created_ms: Option<u64>) -> Arc<str> {
         match self {
             Store::Memory(m) => m.pin_if_absent(key, backend, created_ms).await,
-            Store::Redis(r) => r.pin_if_absent(key, backend, created_ms).await,
+            Store::Redis(r) => Box::pin(r.pin_if_absent(key, backend, created_ms)).await,
         }
     }
     async fn unpin(&self, key: &str) {
         match self {
             Store::Memory(m) => m.unpin(key).await,
-            Store::Redis(r) => r.unpin(key).await,
+            Store::Redis(r) => Box::pin(r.unpin(key)).await,
         }
     }
     fn len(&self) -> u64 {
