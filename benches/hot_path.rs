@@ -155,12 +155,13 @@ fn header_rewrite(c: &mut Criterion) {
     ] {
         base.insert(k, HeaderValue::from_static(v));
     }
-    let client = "127.0.0.1:50000".parse().unwrap();
+    let client: std::net::SocketAddr = "127.0.0.1:50000".parse().unwrap();
     c.bench_function("headers/request_rewrite", |b| {
         b.iter(|| {
             let mut h = base.clone();
-            headers::strip_hop_by_hop(&mut h);
-            headers::add_forwarded(&mut h, client, "http");
+            let seen = headers::Seen::of(&h);
+            let _ = headers::strip_hop_by_hop(&mut h);
+            headers::add_forwarded(&mut h, &seen, client, "http");
             h
         })
     });

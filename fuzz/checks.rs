@@ -10,7 +10,7 @@ use http::header::{COOKIE, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
-use stickylb::proxy::headers::{add_forwarded, strip_hop_by_hop};
+use stickylb::proxy::headers::{add_forwarded, strip_hop_by_hop, Seen};
 use stickylb::session::{CookieCodec, Learned, Route, SessionPolicy, Verified};
 
 /// The insert cookie's name in every policy here (the default).
@@ -454,7 +454,8 @@ pub fn forward_headers(data: &[u8]) {
     let (prior_xff, prior_fwd) = (prior(&xff), prior(&fwd));
     let host = headers.get(HOST).cloned();
     let before = others(&headers);
-    add_forwarded(&mut headers, client, proto);
+    let seen = Seen::of(&headers);
+    add_forwarded(&mut headers, &seen, client, proto);
     assert_eq!(others(&headers), before, "add_forwarded changed other headers");
     let one = |name: &str| -> String {
         let all: Vec<_> = headers.get_all(name).iter().collect();

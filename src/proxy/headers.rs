@@ -5,13 +5,52 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+// Statics, not consts: a `const` name is built (and its drop run) at each use.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub static PREVIOUS_BACKEND: HeaderName = HeaderName::from_static("x-stickylb-previous-backend");
 
-/// The fixed hop-by-hop headers (RFC 9110 7.6.1), besides those `Connection` names.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// What one pass over a request's fields found: what the upstream hop's edits need to know,
+/// so that each is a lookup only when the field is there at all.
+#[derive(Default)]
+pub struct Seen {
+    pub hosts: usize,
+    /// The first `Host`.
+    pub host: Option<HeaderValue>,
+    pub cookies: usize,
+    pub forwarded_for: bool,
+    pub forwarded: bool,
+    pub forwarded_proto: bool,
+    pub forwarded_host: bool,
+    pub previous_backend: bool,
+}
+
+impl Seen {
+    pub fn of(headers: &HeaderMap) -> Seen {
+        let mut seen = Seen::default();
+        for (k, v) in headers {
+            if k == header::HOST {
+                seen.hosts += 1;
+                seen.host.get_or_insert_with(|| v.clone());
+            } else if k == header::COOKIE {
+                seen.cookies += 1;
+            } else if k.as_str().starts_with("x-") || k == FORWARDED {
+                seen.forwarded_for |= k == X_FORWARDED_FOR;
+                seen.forwarded |= k == FORWARDED;
+                seen.forwarded_proto |= k == X_FORWARDED_PROTO;
+                seen.forwarded_host |= k == X_FORWARDED_HOST;
+                seen.previous_backend |= k == PREVIOUS_BACKEND;
+            }
+        }
+        seen
+    }
+}
+
+/// The fixed hop-by-hop headers (RFC 9110 7.6.1), besides those `Connection` names. A
+/// `static`, not a `const`: a `const` array of names is built (and dropped) at each use.
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TE,
@@ -21,28 +60,49 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 ];
 
 /// Remove hop-by-hop headers: those the `Connection` header names, the fixed list, and every
-/// `Proxy-*` header. One pass finds whether there is anything to remove at all, which there
-/// usually is not.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let (mut fixed, mut proxy) = (false, false);
+/// `Proxy-*` header. One pass over the names finds which are there (usually none, or only
+/// `Connection`); only those are looked up and removed. True if `Connection` named a field
+/// that was there (which may be any field: what a [`Seen`] saw before may have changed).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let mut named = false;
+    let (mut present, mut proxy) = (0u8, false);
     for k in headers.keys() {
-        fixed |= HOP_BY_HOP.contains(k);
-        proxy |= k.as_str().starts_with("proxy-");
+        // A match on the text (length first), in HOP_BY_HOP's order.
+        let bit = match k.as_str() {
+            "connection" => 1,
+            "keep-alive" => 2,
+            "te" => 4,
+            "trailer" => 8,
+            "transfer-encoding" => 16,
+            "upgrade" => 32,
+            name => {
+                proxy |= name.starts_with("proxy-");
+                0
+            }
+        };
+        present |= bit;
     }
-    if fixed {
+    if present & 1 != 0 {
         // The names listed in Connection go too; taken out first so the map can change.
         let mut listed = headers.get_all(header::CONNECTION).iter();
         let (first, rest) = (listed.next().cloned(), listed.cloned().collect::<Vec<_>>());
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
         for value in first.iter().chain(&rest) {
             // Bytes: one non-ASCII token must not keep the others' headers in.
             for token in value.as_bytes().split(|&b| b == b',') {
-                if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
-                    headers.remove(name);
+                let token = token.trim_ascii();
+                // The fixed names (`keep-alive`, ...) go below if they are there at all.
+                if HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str().as_bytes())) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    named |= headers.remove(name).is_some();
                 }
             }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
         }
     }
     if proxy {
@@ -51,6 +111,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    named
 }
 
 /// Join every `Cookie` field into one, in order, separated by `"; "` (RFC 9113 8.2.3: HTTP/2
@@ -91,57 +152,100 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// Add `X-Forwarded-For` (appended to any list the client sent), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` and an RFC 7239 `Forwarded` element for this hop.
-pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str) {
+/// `X-Forwarded-Host` and an RFC 7239 `Forwarded` element for this hop. `seen` is what the
+/// request had before (its `Host` is the one forwarded). Values are put together on the stack
+/// and copied once into their header value.
+pub fn add_forwarded(headers: &mut HeaderMap, seen: &Seen, client: SocketAddr, proto: &'static str) {
     let mut ip = IpText::default();
     ip.write(client.ip());
     let ip = ip.as_str();
-    let mut xff = String::with_capacity(48);
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(s) = v.to_str() {
-            xff.push_str(s);
-            xff.push_str(", ");
+    let mut xff = Line::default();
+    if seen.forwarded_for {
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(s) = v.to_str() {
+                xff.push(s);
+                xff.push(", ");
+            }
         }
     }
-    xff.push_str(ip);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
+    xff.push(ip);
+    if let Ok(v) = HeaderValue::from_bytes(xff.as_bytes()) {
+        headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    let host = headers.get(header::HOST).cloned();
-    let mut fwd = String::with_capacity(64);
-    for v in headers.get_all(&FORWARDED) {
-        if let Ok(s) = v.to_str() {
-            fwd.push_str(s);
-            fwd.push_str(", ");
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let mut fwd = Line::default();
+    if seen.forwarded {
+        for v in headers.get_all(&FORWARDED) {
+            if let Ok(s) = v.to_str() {
+                fwd.push(s);
+                fwd.push(", ");
+            }
         }
     }
     if client.is_ipv6() {
-        fwd.push_str("for=\"[");
-        fwd.push_str(ip);
-        fwd.push_str("]\"");
+        fwd.push("for=\"[");
+        fwd.push(ip);
+        fwd.push("]\"");
     } else {
-        fwd.push_str("for=");
-        fwd.push_str(ip);
+        fwd.push("for=");
+        fwd.push(ip);
     }
-    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
+    if let Some(h) = seen.host.as_ref().and_then(|h| h.to_str().ok()) {
         if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-            fwd.push_str(";host=\"");
-            fwd.push_str(h);
-            fwd.push('"');
+            fwd.push(";host=\"");
+            fwd.push(h);
+            fwd.push("\"");
         }
     }
-    fwd.push_str(";proto=");
-    fwd.push_str(proto);
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
-        headers.insert(FORWARDED, v);
+    fwd.push(";proto=");
+    fwd.push(proto);
+    if let Ok(v) = HeaderValue::from_bytes(fwd.as_bytes()) {
+        headers.insert(&FORWARDED, v);
     }
-    match host {
+    match &seen.host {
         Some(h) => {
-            headers.insert(X_FORWARDED_HOST, h);
+            headers.insert(&X_FORWARDED_HOST, h.clone());
         }
-        None => {
-            headers.remove(X_FORWARDED_HOST);
+        None if seen.forwarded_host => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        None => {}
+    }
+}
+
+/// A header value being put together: on the stack while it fits (always, but for long
+/// forwarding chains), then on the heap.
+struct Line {
+    stack: [u8; 160],
+    len: usize,
+    heap: Vec<u8>,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Line { stack: [0; 160], len: 0, heap: Vec::new() }
+    }
+}
+
+impl Line {
+    fn push(&mut self, s: &str) {
+        let b = s.as_bytes();
+        if self.heap.is_empty() && self.len + b.len() <= self.stack.len() {
+            self.stack[self.len..self.len + b.len()].copy_from_slice(b);
+            self.len += b.len();
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(b);
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
         }
     }
 }
@@ -222,14 +326,16 @@ mod tests {
         // Odd Connection lists (empty and invalid tokens, several headers) do no harm.
         let mut h = HeaderMap::new();
         h.append("connection", HeaderValue::from_static(" , bad name ,close"));
-        h.append("connection", HeaderValue::from_static("X-Second"));
+        h.append("connection", HeaderValue::from_static("X-Second, Keep-Alive"));
         h.insert("x-second", HeaderValue::from_static("1"));
+        h.insert("close", HeaderValue::from_static("named by Connection too"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["x-keep"]);
 
         // Each kind alone is found by the one-pass check.
-        for name in ["proxy-connection", "keep-alive", "transfer-encoding", "upgrade", "trailer"] {
+        for name in ["proxy-connection", "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"] {
             let mut h = HeaderMap::new();
             h.insert("x-keep", HeaderValue::from_static("1"));
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
@@ -302,15 +408,50 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("app.test:8443"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap(), "http");
+        let seen = Seen::of(&h);
+        add_forwarded(&mut h, &seen, "127.0.0.1:5000".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.test:8443");
         assert_eq!(h["forwarded"], "for=127.0.0.1;host=\"app.test:8443\";proto=http");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "[::1]:5000".parse().unwrap(), "http");
+        let seen = Seen::of(&h);
+        add_forwarded(&mut h, &seen, "[::1]:5000".parse().unwrap(), "http");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
         assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn forwarded_chains_are_appended_and_a_hostless_request_keeps_no_forwarded_host() {
+        let mut h = HeaderMap::new();
+        let long = "10.0.0.1, ".repeat(30) + "10.0.0.2";
+        h.insert("x-forwarded-for", HeaderValue::from_str(&long).unwrap());
+        h.append("forwarded", HeaderValue::from_static("for=10.0.0.1"));
+        h.append("forwarded", HeaderValue::from_static("for=10.0.0.2;proto=https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("spoofed.test"));
+        let seen = Seen::of(&h);
+        assert!(seen.forwarded_for && seen.forwarded && seen.forwarded_host && seen.host.is_none());
+        add_forwarded(&mut h, &seen, "192.168.1.20:5000".parse().unwrap(), "https");
+        // Longer than the stack line: the heap takes over, nothing is cut.
+        assert_eq!(h["x-forwarded-for"], format!("{long}, 192.168.1.20").as_str());
+        assert_eq!(h["forwarded"], "for=10.0.0.1, for=10.0.0.2;proto=https, for=192.168.1.20;proto=https");
+        assert_eq!(h.get_all("forwarded").iter().count(), 1);
+        assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn one_pass_sees_hosts_cookies_and_our_own_header() {
+        let mut h = HeaderMap::new();
+        h.append("host", HeaderValue::from_static("a.test"));
+        h.append("host", HeaderValue::from_static("b.test"));
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        h.insert("x-stickylb-previous-backend", HeaderValue::from_static("app1"));
+        let seen = Seen::of(&h);
+        assert_eq!((seen.hosts, seen.cookies), (2, 2));
+        assert_eq!(seen.host.unwrap(), "a.test");
+        assert!(seen.previous_backend && !seen.forwarded_for && !seen.forwarded_proto);
     }
 
     #[test]

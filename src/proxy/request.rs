@@ -2,14 +2,12 @@
 //! once for the upstream hop (host, hop-by-hop, forwarding headers), and each attempt's
 //! request built from it.
 
+use super::headers::{self, Seen, PREVIOUS_BACKEND, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use super::request_body::{RequestBody, UpstreamBody};
-use super::{headers, Proto, ProxyError, PREVIOUS_BACKEND};
+use super::{Proto, ProxyError};
 use crate::balance::Backend;
 use http::{header, request, HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use std::net::SocketAddr;
-
-const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
 /// The size of the request head as HTTP/1.1 would write it (request line, `name: value` lines).
 /// hyper bounds its read buffer, not the head, and not below 8 KiB: `max_header_bytes` is
@@ -47,14 +45,14 @@ pub fn is_safe(m: &Method) -> bool {
 
 /// The `Host` the backend sees: an absolute-form or HTTP/2 target's authority wins; HTTP/1.1
 /// needs exactly one `Host`; HTTP/1.0 may have none (then the attempt sets the backend's).
-fn settle_host(parts: &mut request::Parts) -> Result<(), ProxyError> {
-    let hosts = parts.headers.get_all(header::HOST).iter().count();
+fn settle_host(parts: &mut request::Parts, seen: &mut Seen) -> Result<(), ProxyError> {
     if let Some(auth) = parts.uri.authority() {
         let v = HeaderValue::from_str(auth.as_str()).map_err(|_| ProxyError::BadRequest)?;
-        parts.headers.insert(header::HOST, v);
+        parts.headers.insert(header::HOST, v.clone());
+        seen.host = Some(v);
         return Ok(());
     }
-    match (parts.version, hosts) {
+    match (parts.version, seen.hosts) {
         (_, 0) if parts.version <= Version::HTTP_10 => Ok(()),
         (_, 1) => Ok(()),
         _ => Err(ProxyError::BadRequest),
@@ -65,20 +63,34 @@ fn settle_host(parts: &mut request::Parts) -> Result<(), ProxyError> {
 /// `trusted`: the peer is one of `server.trusted_proxies`, whose `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (the scheme and host its client used) are kept.
 pub fn prepare(parts: &mut request::Parts, client: SocketAddr, proto: Proto, trusted: bool) -> Result<(), ProxyError> {
-    settle_host(parts)?;
+    let mut seen = Seen::of(&parts.headers);
+    settle_host(parts, &mut seen)?;
     // HTTP/2 clients may split their cookies over several fields (RFC 9113 8.2.3); an
     // HTTP/1.1 backend gets one Cookie header.
-    headers::join_cookies(&mut parts.headers);
-    headers::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(PREVIOUS_BACKEND);
-    let kept = trusted.then(|| (parts.headers.remove(X_FORWARDED_PROTO), parts.headers.remove(X_FORWARDED_HOST)));
-    headers::add_forwarded(&mut parts.headers, client, proto.as_str());
+    if seen.cookies > 1 {
+        headers::join_cookies(&mut parts.headers);
+    }
+    if headers::strip_hop_by_hop(&mut parts.headers) {
+        // Connection named a field that was there (even Host): look again.
+        seen = Seen::of(&parts.headers);
+    }
+    if seen.previous_backend {
+        parts.headers.remove(&PREVIOUS_BACKEND);
+    }
+    let h = &mut parts.headers;
+    // Room for the four forwarding headers at once (hyper sizes the map to the request's).
+    h.reserve(4);
+    let kept = trusted.then(|| {
+        let scheme = if seen.forwarded_proto { h.remove(&X_FORWARDED_PROTO) } else { None };
+        (scheme, if seen.forwarded_host { h.remove(&X_FORWARDED_HOST) } else { None })
+    });
+    headers::add_forwarded(h, &seen, client, proto.as_str());
     if let Some((scheme, host)) = kept {
         if let Some(v) = scheme {
-            parts.headers.insert(X_FORWARDED_PROTO, v);
+            h.insert(&X_FORWARDED_PROTO, v);
         }
         if let Some(v) = host {
-            parts.headers.insert(X_FORWARDED_HOST, v);
+            h.insert(&X_FORWARDED_HOST, v);
         }
     }
     Ok(())
@@ -104,7 +116,7 @@ pub fn attempt(
     }
     if let Some(prev) = previous {
         if let Ok(v) = HeaderValue::from_str(prev) {
-            req.headers_mut().insert(PREVIOUS_BACKEND, v);
+            req.headers_mut().insert(&PREVIOUS_BACKEND, v);
         }
     }
     Ok(req)
@@ -132,24 +144,39 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
+    fn settle(p: &mut request::Parts) -> Result<(), ProxyError> {
+        settle_host(p, &mut Seen::of(&p.headers))
+    }
+
     #[test]
     fn http11_needs_exactly_one_host() {
-        assert_eq!(settle_host(&mut parts(Version::HTTP_11, "/", &[])), Err(ProxyError::BadRequest));
-        assert_eq!(settle_host(&mut parts(Version::HTTP_11, "/", &["a", "b"])), Err(ProxyError::BadRequest));
-        assert_eq!(settle_host(&mut parts(Version::HTTP_11, "/", &["a"])), Ok(()));
+        assert_eq!(settle(&mut parts(Version::HTTP_11, "/", &[])), Err(ProxyError::BadRequest));
+        assert_eq!(settle(&mut parts(Version::HTTP_11, "/", &["a", "b"])), Err(ProxyError::BadRequest));
+        assert_eq!(settle(&mut parts(Version::HTTP_11, "/", &["a"])), Ok(()));
     }
 
     #[test]
     fn http10_without_host_is_forwarded() {
-        assert_eq!(settle_host(&mut parts(Version::HTTP_10, "/", &[])), Ok(()));
+        assert_eq!(settle(&mut parts(Version::HTTP_10, "/", &[])), Ok(()));
     }
 
     #[test]
     fn absolute_form_authority_is_the_host() {
         let mut p = parts(Version::HTTP_11, "http://a.example/x", &["b.example"]);
-        settle_host(&mut p).unwrap();
+        settle(&mut p).unwrap();
         assert_eq!(p.headers.get_all(header::HOST).iter().collect::<Vec<_>>(), ["a.example"]);
         assert_eq!(origin_form(&p.uri).unwrap(), "/x");
+    }
+
+    #[test]
+    fn fields_named_by_connection_are_gone_before_the_forwarding_headers_are_made() {
+        let mut p = parts(Version::HTTP_11, "/", &["app.test"]);
+        p.headers.insert(header::CONNECTION, HeaderValue::from_static("host, x-forwarded-for"));
+        p.headers.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+        prepare(&mut p, "127.0.0.1:4000".parse().unwrap(), Proto::Http, false).unwrap();
+        assert!(!p.headers.contains_key(header::HOST) && !p.headers.contains_key("x-forwarded-host"), "{p:?}");
+        assert_eq!(p.headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(p.headers["forwarded"], "for=127.0.0.1;proto=http");
     }
 
     #[test]
