@@ -161,19 +161,41 @@ pub struct Verified {
 const SEP: char = '~';
 
 fn payload(id: &str, route: &Route) -> String {
-    format!("{id}{SEP}{}{SEP}{}", route.created_ms / 1000, route.backend)
+    let mut digits = [0u8; 20];
+    let mut n = route.created_ms / 1000;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(id.len() + 2 + (digits.len() - i) + route.backend.len());
+    out.push_str(id);
+    out.push(SEP);
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+    out.push(SEP);
+    out.push_str(&route.backend);
+    out
 }
 
+/// `ID` or `ID~CREATED~BACKEND`; anything else is no payload of ours.
 fn parse_payload(payload: &str) -> Option<Verified> {
-    let mut parts = payload.splitn(3, SEP);
-    let id = parts.next().filter(|id| is_id(id))?;
-    let route = match (parts.next(), parts.next()) {
-        (None, _) => None,
-        (Some(created), Some(backend)) if is_backend_name(backend) && created.bytes().all(|b| b.is_ascii_digit()) => {
-            let secs: u64 = created.parse().ok()?;
-            Some(Route { backend: backend.to_owned(), created_ms: secs.checked_mul(1000)? })
+    let id = payload.get(..ID_LEN).filter(|id| is_id(id))?;
+    let rest = &payload[ID_LEN..];
+    let route = if rest.is_empty() {
+        None
+    } else {
+        let rest = rest.strip_prefix(SEP)?;
+        let at = rest.bytes().position(|b| b == SEP as u8)?;
+        let (created, backend) = (&rest[..at], &rest[at + 1..]);
+        if !is_backend_name(backend) || !created.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
         }
-        _ => return None,
+        let secs: u64 = created.parse().ok()?;
+        Some(Route { backend: backend.to_owned(), created_ms: secs.checked_mul(1000)? })
     };
     Some(Verified { id: id.to_owned(), route })
 }

@@ -92,23 +92,34 @@ impl SessionPolicy {
     fn extract_insert(&self, headers: &mut HeaderMap) -> Extracted {
         let Some(codec) = &self.codec else { return Extracted::default() };
         let mut out = Extracted::default();
-        let mut present = false;
+        let (mut present, mut others) = (false, false);
         for value in headers.get_all(COOKIE) {
-            for (name, value) in cookie_pairs(value.as_bytes()) {
-                if name == self.cookie_name.as_bytes() {
-                    present = true;
-                    if out.key.is_none() {
-                        if let Some(v) = std::str::from_utf8(value).ok().and_then(|v| codec.verify(v)) {
-                            out.key = Some(v.id);
-                            out.route = v.route;
-                        }
+            for pair in segments(value.as_bytes()) {
+                let Some((name, value)) = name_value(pair) else {
+                    others |= !pair.is_empty();
+                    continue;
+                };
+                if name != self.cookie_name.as_bytes() {
+                    others = true;
+                    continue;
+                }
+                present = true;
+                if out.key.is_none() {
+                    if let Some(v) = std::str::from_utf8(value).ok().and_then(|v| codec.verify(v)) {
+                        out.key = Some(v.id);
+                        out.route = v.route;
                     }
                 }
             }
         }
         out.rejected = present && out.key.is_none();
         if present && self.strip_cookie {
-            strip_cookie(headers, &self.cookie_name);
+            if others {
+                strip_cookie(headers, &self.cookie_name);
+            } else {
+                // Only our cookie (the usual case): the header goes, nothing is rebuilt.
+                headers.remove(COOKIE);
+            }
         }
         out
     }
@@ -153,16 +164,24 @@ impl SessionPolicy {
     }
 }
 
-/// The `name=value` pairs of a Cookie header (RFC 6265 5.4), without parsing what does not
-/// matter here: whitespace around both is trimmed, and a value's surrounding quotes removed.
-/// Bytes, not text: another cookie's non-ASCII value (UTF-8 in the wild) must not hide ours.
+/// The `;`-separated pieces of a Cookie header, trimmed.
+fn segments(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes.split(|&b| b == b';').map(<[u8]>::trim_ascii)
+}
+
+/// A piece's name and value (RFC 6265 5.4), without parsing what does not matter here:
+/// whitespace around both is trimmed, and a value's surrounding quotes removed. Bytes, not
+/// text: another cookie's non-ASCII value (UTF-8 in the wild) must not hide ours.
+fn name_value(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    let value = pair[eq + 1..].trim_ascii();
+    let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
+    Some((pair[..eq].trim_ascii(), value))
+}
+
+/// The `name=value` pairs of a Cookie header.
 fn cookie_pairs(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    bytes.split(|&b| b == b';').filter_map(|pair| {
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        let value = pair[eq + 1..].trim_ascii();
-        let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
-        Some((pair[..eq].trim_ascii(), value))
-    })
+    segments(bytes).filter_map(name_value)
 }
 
 /// The value of cookie `name` in the request's Cookie headers (a value that is not UTF-8 is
@@ -177,10 +196,11 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Remove cookie `name` from the request, keeping the other pairs byte for byte, in one
 /// Cookie header (as HTTP/1.1 wants, also when HTTP/2 sent several).
 fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let ours = |pair: &[u8]| pair.split(|&b| b == b'=').next().map(<[u8]>::trim_ascii) == Some(name.as_bytes());
     let mut kept = Vec::new();
     for v in headers.get_all(COOKIE) {
-        for pair in v.as_bytes().split(|&b| b == b';').map(<[u8]>::trim_ascii) {
-            if pair.is_empty() || pair.split(|&b| b == b'=').next().map(<[u8]>::trim_ascii) == Some(name.as_bytes()) {
+        for pair in segments(v.as_bytes()) {
+            if pair.is_empty() || ours(pair) {
                 continue;
             }
             if !kept.is_empty() {
