@@ -271,6 +271,8 @@ fn build(bytes: Bytes, p: Parsed, head_request: bool) -> Result<Head, ReadError>
     let mut headers = HeaderMap::with_capacity(p.headers.as_slice().len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
+    // What framing needs, gathered on the way (no lookups afterwards).
+    let (mut chunked_te, mut length) = (None, None);
     for &(name, value) in p.headers.as_slice() {
         let name =
             HeaderName::from_bytes(&bytes[name.range()]).map_err(|_| ReadError::Invalid("invalid header name"))?;
@@ -282,6 +284,11 @@ fn build(bytes: Bytes, p: Parsed, head_request: bool) -> Result<Head, ReadError>
             } else if !keep_alive {
                 keep_alive = has_token(&value, "keep-alive");
             }
+        } else if name == header::TRANSFER_ENCODING {
+            // Whether the last coding of the last field is chunked.
+            chunked_te = Some(last_coding_is_chunked(&value));
+        } else if name == header::CONTENT_LENGTH {
+            add_length(&mut length, &value);
         }
         headers.append(name, value);
     }
@@ -296,59 +303,63 @@ fn build(bytes: Bytes, p: Parsed, head_request: bool) -> Result<Head, ReadError>
     }
     let (mut parts, ()) = response.into_parts();
     parts.headers = headers;
-    let (framing, upgrade) = framing(&parts, head_request)?;
+    let (framing, upgrade) = framing(&parts, head_request, chunked_te, length)?;
     Ok(Head { parts, framing, keep_alive: keep_alive && !upgrade })
 }
 
 /// The body's framing (RFC 9112 6.3, as hyper's client decides it), and whether the response
 /// switches protocols.
-fn framing(parts: &http::response::Parts, head_request: bool) -> Result<(Framing, bool), ReadError> {
+/// The body's framing, from what [`build`] gathered: `chunked_te`, whether the last transfer
+/// coding is chunked (None: no Transfer-Encoding); `length`, the Content-Length fields.
+fn framing(
+    parts: &http::response::Parts,
+    head_request: bool,
+    chunked_te: Option<bool>,
+    length: Option<Result<u64, ()>>,
+) -> Result<(Framing, bool), ReadError> {
     match parts.status.as_u16() {
         101 => return Ok((Framing::Empty, true)),
         204 | 304 => return Ok((Framing::Empty, false)),
         _ if head_request => return Ok((Framing::Empty, false)),
         _ => {}
     }
-    let h = &parts.headers;
-    if h.contains_key(header::TRANSFER_ENCODING) {
+    if let Some(chunked) = chunked_te {
         if parts.version == Version::HTTP_10 {
             return Err(ReadError::Invalid("transfer-encoding in an HTTP/1.0 response"));
         }
-        return Ok((if is_chunked(h) { Framing::Chunked } else { Framing::Close }, false));
+        return Ok((if chunked { Framing::Chunked } else { Framing::Close }, false));
     }
-    match content_length(h) {
+    match length {
         Some(Ok(n)) => Ok((Framing::Length(n), false)),
         Some(Err(())) => Err(ReadError::Invalid("invalid content-length")),
         None => Ok((Framing::Close, false)),
     }
 }
 
-/// `chunked` is the last transfer coding.
-fn is_chunked(h: &HeaderMap) -> bool {
-    h.get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+/// `chunked` is the last transfer coding of this field.
+fn last_coding_is_chunked(v: &HeaderValue) -> bool {
+    v.to_str().ok().and_then(|s| s.rsplit(',').next()).is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
 }
 
-/// Every Content-Length value (lines and comma-separated lists) must be the same number.
-fn content_length(h: &HeaderMap) -> Option<Result<u64, ()>> {
-    let mut values = h.get_all(header::CONTENT_LENGTH).iter().peekable();
-    values.peek()?;
-    let mut found = None;
-    for v in values {
-        let Ok(s) = v.to_str() else { return Some(Err(())) };
-        for part in s.split(',').map(str::trim) {
-            let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-            match part.parse::<u64>() {
-                Ok(n) if digits && found.is_none_or(|f| f == n) => found = Some(n),
-                _ => return Some(Err(())),
+/// One more Content-Length field: every comma-separated part must be the same number.
+fn add_length(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
+    if let Some(Err(())) = found {
+        return;
+    }
+    let Ok(s) = v.to_str() else {
+        *found = Some(Err(()));
+        return;
+    };
+    for part in s.split(',').map(str::trim) {
+        let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        match part.parse::<u64>() {
+            Ok(n) if digits && found.is_none_or(|f| f == Ok(n)) => *found = Some(Ok(n)),
+            _ => {
+                *found = Some(Err(()));
+                return;
             }
         }
     }
-    found.map(Ok)
 }
 
 fn has_token(v: &HeaderValue, token: &str) -> bool {
