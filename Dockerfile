@@ -30,16 +30,16 @@ RUN mkdir src \
  && awk -F'"' '/^\[/ { d = "" } /^\[\[bench\]\]/ { d = "benches" } /^\[\[test\]\]/ { d = "tests" } \
                /^\[\[example\]\]/ { d = "examples" } d && /^name *=/ { print d "/" $2 ".rs" }' Cargo.toml \
     | while read -r f; do mkdir -p "$(dirname "$f")" && touch "$f"; done \
- && cargo build --release --locked \
+ && cargo build --profile dist --locked \
  && rm -rf src
 
 # The real sources. touch: COPY keeps the files' old mtimes, which cargo could take as older
 # than the dummy build and so keep the dummy binary.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin stickylb \
- && strip --strip-debug target/release/stickylb \
- && ./target/release/stickylb --version
+ && cargo build --profile dist --locked --bin stickylb \
+ && strip --strip-debug target/dist/stickylb \
+ && ./target/dist/stickylb --version
 
 # ---- run ----
 FROM debian:bookworm-slim
@@ -48,7 +48,7 @@ RUN groupadd --system --gid 10001 stickylb \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin stickylb
 
-COPY --from=build /build/target/release/stickylb /usr/local/bin/stickylb
+COPY --from=build /build/target/dist/stickylb /usr/local/bin/stickylb
 # Default config; mount your own at this path (read-only is fine).
 COPY config/stickylb.toml /etc/stickylb/stickylb.toml
 ENV STICKYLB_CONFIG=/etc/stickylb/stickylb.toml

@@ -2,7 +2,7 @@
 # instructions.sh - CPU instructions per proxied request, counted by valgrind's callgrind.
 #
 #   benches/instructions.sh            (run as root the first time: it may apt-get)
-#   env knobs (defaults): DUR=8s CONNS=16  STICKYLB_BIN=path (else builds release)
+#   env knobs (defaults): DUR=8s CONNS=16  STICKYLB_BIN=path (else builds the dist profile)
 #   KEEP=dir keeps each workload's callgrind dumps there (for callgrind_annotate)
 #
 # Unlike requests/s, an instruction count is repeatable: the same binary and workload give

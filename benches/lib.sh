@@ -13,11 +13,11 @@ ensure_tools() {
   fi
 }
 
-# ensure_binary: STICKYLB_BIN, or target/release/stickylb built now.
+# ensure_binary: STICKYLB_BIN, or target/dist/stickylb (the shipped build profile) built now.
 ensure_binary() {
   if [ -z "${STICKYLB_BIN:-}" ]; then
-    cargo build --release --quiet
-    STICKYLB_BIN=target/release/stickylb
+    cargo build --profile dist --quiet
+    STICKYLB_BIN=target/dist/stickylb
   fi
 }
 

@@ -4,9 +4,9 @@
 #   benches/load.sh                 (from anywhere; run as root the first time: it may apt-get)
 #   env knobs (defaults):  DUR=10s  WARM=2s  CONNS=64  THREADS=1 (wrk threads)
 #                          PIN=1 -> wrk on CPU1, stickylb on CPU0, backends float (2+ CPUs)
-#                          STICKYLB_BIN=path -> use that binary instead of building release
+#                          STICKYLB_BIN=path -> use that binary instead of building the dist profile
 #
-# Starts one nginx with 3 backends (body "backend-N") and target/release/stickylb in front of
+# Starts one nginx with 3 backends (body "backend-N") and target/dist/stickylb in front of
 # them (session.mode = insert, access log off), then runs wrk against:
 #   direct       one nginx backend, no proxy: the ceiling
 #   pinned       stickylb with a valid STICKYLB cookie: table lookup + HMAC check per request

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# peers-proxy.sh - runs the release stickylb as the "proxy under test" of peers.sh:
+# peers-proxy.sh - runs the dist-profile stickylb as the "proxy under test" of peers.sh:
 #
-#   cargo build --release
+#   cargo build --profile dist
 #   PROXY_CMD="$PWD/benches/peers-proxy.sh" PROXY_ADDR=127.0.0.1:8090 bash ../shared/bench/peers.sh
 #   PROXY_CMD="STORE=redis $PWD/benches/peers-proxy.sh" PROXY_ADDR=127.0.0.1:8090 bash ../shared/bench/peers.sh
 #
 # Turns $BACKENDS (comma-separated host:port list, exported by peers.sh) into a config
 # (insert-mode cookie STICKYLB, round_robin like the HAProxy peer, access log off) and runs
-# target/release/stickylb (or $STICKYLB_BIN) on $LISTEN (default 127.0.0.1:8090), admin on
+# target/dist/stickylb (or $STICKYLB_BIN) on $LISTEN (default 127.0.0.1:8090), admin on
 # $ADMIN (127.0.0.1:8091).
 #
 # STORE=memory (default): pins in the process; stickylb is exec'd (it is the process peers.sh
@@ -29,8 +29,8 @@ fi
 cd "$(dirname "$0")/.."
 : "${BACKENDS:?set BACKENDS=host:port,host:port,...}"
 LISTEN=${LISTEN:-127.0.0.1:8090}; ADMIN=${ADMIN:-127.0.0.1:8091}; STORE=${STORE:-memory}
-bin=${STICKYLB_BIN:-target/release/stickylb}
-[ -x "$bin" ] || { echo "error: $bin missing: run cargo build --release first" >&2; exit 1; }
+bin=${STICKYLB_BIN:-target/dist/stickylb}
+[ -x "$bin" ] || { echo "error: $bin missing: run cargo build --profile dist first" >&2; exit 1; }
 case $STORE in memory|redis) ;; *) echo "error: STORE must be memory or redis, not $STORE" >&2; exit 2;; esac
 
 cfg=target/peers-proxy.toml  # rewritten on every run; target/ is not committed

@@ -3,13 +3,13 @@
 # indirect nocache`) against stickylb with [server.tls], both terminating TLS in front of the
 # same three nginx backends (plain HTTP), measured with keep-alive wrk. Loopback only.
 #
-#   cargo build --release
+#   cargo build --profile dist
 #   benches/peers-tls.sh
 #   DUR=10s ROUNDS=5 CONNS="64 256" benches/peers-tls.sh
 #
 # Knobs as peers.sh: DUR (10s), WARM (2s), CONNS ("64"), PIN (1: wrk on CPU 1, proxies on CPU 0,
 # backends float), ROUNDS (1; >1 = interleaved rounds, medians); STICKYLB_BIN (a binary instead
-# of target/release/stickylb, built if missing).
+# of target/dist/stickylb, built if missing).
 # Rows: haproxy-tls (no cookie: HAProxy inserts SRV each time), haproxy-tls-sticky (Cookie:
 # SRV=s1), proxy-tls (no cookie: a new stickylb session per request), proxy-tls-sticky (the
 # STICKYLB cookie stickylb set on a first request, fetched with curl -k).
