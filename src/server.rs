@@ -246,6 +246,8 @@ async fn serve_connection<I>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
+        // The connection first: no random branch order to draw on every wake-up.
+        biased;
         r = conn.as_mut() => log_conn_error(r),
         _ = shutdown.wait() => {
             conn.as_mut().graceful_shutdown();

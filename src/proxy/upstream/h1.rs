@@ -363,5 +363,7 @@ fn add_length(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
 }
 
 fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    // The usual value is the token alone.
+    v.as_bytes().eq_ignore_ascii_case(token.as_bytes())
+        || v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
