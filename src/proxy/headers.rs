@@ -1,5 +1,7 @@
 //! Header rewriting for both directions: hop-by-hop headers out, forwarding headers in, split
-//! `Cookie` fields joined into one for the HTTP/1.1 hop.
+//! `Cookie` fields joined into one for the HTTP/1.1 hop. [`Seen`] is one pass over a request's
+//! fields, so that each edit looks a field up only when it is there. It owns no policy about
+//! where a request goes and touches nothing but the header map it is given.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::fmt::Write;
