@@ -376,37 +376,17 @@ struct OneAnswerPerConnection {
 
 impl OneAnswerPerConnection {
     async fn start(name: &'static str) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind((HOST, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let body = format!("served-by-{name}");
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                    let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
-                    // Keep the connection open until the next request starts, then drop it.
-                    let _ = s.read(&mut buf).await;
-                });
-            }
-        });
-        OneAnswerPerConnection { addr, task }
+        Self::spawn(name, false).await
     }
-}
 
-impl OneAnswerPerConnection {
     /// Like [`OneAnswerPerConnection::start`], but each connection is closed right after its
     /// answer (keep-alive was promised), as a backend whose idle timeout is shorter than the
     /// client's pause does: the proxy must find the idle connection closed before using it.
     async fn start_closing(name: &'static str) -> Self {
+        Self::spawn(name, true).await
+    }
+
+    async fn spawn(name: &'static str, close_at_once: bool) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind((HOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -424,6 +404,10 @@ impl OneAnswerPerConnection {
                     let body = format!("served-by-{name}");
                     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                     let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+                    if !close_at_once {
+                        // Keep the connection open until the next request starts, then drop it.
+                        let _ = s.read(&mut buf).await;
+                    }
                 });
             }
         });
