@@ -158,8 +158,8 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// request had before (its `Host` is the one forwarded). Values are put together on the stack
 /// and copied once into their header value.
 pub fn add_forwarded(headers: &mut HeaderMap, seen: &Seen, client: SocketAddr, proto: &'static str) {
-    let mut ip = IpText::default();
-    ip.write(client.ip());
+    let mut ip = Line::default();
+    ip.push_ip(client.ip());
     let ip = ip.as_str();
     let mut xff = Line::default();
     if seen.forwarded_for {
@@ -215,8 +215,9 @@ pub fn add_forwarded(headers: &mut HeaderMap, seen: &Seen, client: SocketAddr, p
     }
 }
 
-/// A header value being put together: on the stack while it fits (always, but for long
-/// forwarding chains), then on the heap.
+/// A header value (or an IP address) being put together: on the stack while it fits (always,
+/// but for long forwarding chains), then on the heap. IPv4 addresses are written by hand (the
+/// formatting machinery was a visible share of the per-request cost), IPv6 through `Display`.
 struct Line {
     stack: [u8; 160],
     len: usize,
@@ -231,7 +232,10 @@ impl Default for Line {
 
 impl Line {
     fn push(&mut self, s: &str) {
-        let b = s.as_bytes();
+        self.push_bytes(s.as_bytes());
+    }
+
+    fn push_bytes(&mut self, b: &[u8]) {
         if self.heap.is_empty() && self.len + b.len() <= self.stack.len() {
             self.stack[self.len..self.len + b.len()].copy_from_slice(b);
             self.len += b.len();
@@ -243,43 +247,20 @@ impl Line {
         }
     }
 
-    fn as_bytes(&self) -> &[u8] {
-        if self.heap.is_empty() {
-            &self.stack[..self.len]
-        } else {
-            &self.heap
-        }
-    }
-}
-
-/// An IP address as text on the stack: IPv4 written by hand (the formatting machinery was a
-/// visible share of the per-request cost), IPv6 through `Display`.
-struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for IpText {
-    fn default() -> Self {
-        IpText { buf: [0; 48], len: 0 }
-    }
-}
-
-impl IpText {
-    fn write(&mut self, ip: IpAddr) {
+    fn push_ip(&mut self, ip: IpAddr) {
         match ip {
             IpAddr::V4(v4) => {
                 for (i, octet) in v4.octets().into_iter().enumerate() {
                     if i > 0 {
-                        self.push(b'.');
+                        self.push_bytes(b".");
                     }
                     if octet >= 100 {
-                        self.push(b'0' + octet / 100);
+                        self.push_bytes(&[b'0' + octet / 100]);
                     }
                     if octet >= 10 {
-                        self.push(b'0' + octet / 10 % 10);
+                        self.push_bytes(&[b'0' + octet / 10 % 10]);
                     }
-                    self.push(b'0' + octet % 10);
+                    self.push_bytes(&[b'0' + octet % 10]);
                 }
             }
             IpAddr::V6(v6) => {
@@ -288,22 +269,23 @@ impl IpText {
         }
     }
 
-    fn push(&mut self, b: u8) {
-        if self.len < self.buf.len() {
-            self.buf[self.len] = b;
-            self.len += 1;
+    fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
         }
     }
 
     fn as_str(&self) -> &str {
-        // Only ASCII digits, dots, colons and hex letters are ever written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+        // Only text is ever pushed.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
     }
 }
 
-impl Write for IpText {
+impl Write for Line {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        s.bytes().for_each(|b| self.push(b));
+        self.push(s);
         Ok(())
     }
 }
@@ -460,13 +442,13 @@ mod tests {
     fn ipv4_text_matches_display() {
         for ip in ["0.0.0.0", "1.2.3.4", "9.10.99.100", "127.0.0.1", "255.255.255.255", "10.200.5.250"] {
             let addr: IpAddr = ip.parse().unwrap();
-            let mut t = IpText::default();
-            t.write(addr);
+            let mut t = Line::default();
+            t.push_ip(addr);
             assert_eq!(t.as_str(), addr.to_string());
         }
         let v6: IpAddr = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
-        let mut t = IpText::default();
-        t.write(v6);
+        let mut t = Line::default();
+        t.push_ip(v6);
         assert_eq!(t.as_str(), v6.to_string());
     }
 }
