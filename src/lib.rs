@@ -5,9 +5,10 @@
 //! ## The map of the house
 //! Each top-level module owns one concept; none imports another in a cycle (the order below
 //! goes from the modules that import nothing of the crate to those that use the others).
-//! - [`clock`], [`shutdown`], [`slots`], [`listen`], [`tls`]: small leaves — the process
-//!   clock, the shutdown signal every task takes, the `max_connections` slots (and eviction of
-//!   connections that never sent a request), listening sockets, HTTPS termination.
+//! - [`clock`], [`shutdown`], [`slots`], [`wait`], [`listen`], [`tls`]: small leaves — the
+//!   process clock, the shutdown signal every task takes, the `max_connections` slots (and
+//!   eviction of connections that never sent a request), cheap waiting (such signals polled
+//!   only when they wake, a connection's timers reused), listening sockets, HTTPS termination.
 //! - [`config`]: the TOML file -> typed, validated [`config::Config`] (once; the hot path never
 //!   reads raw config).
 //! - [`metrics`]: the counters the hot path bumps (plain atomics).
@@ -58,6 +59,7 @@ pub mod state;
 pub mod sticky;
 pub mod store;
 pub mod tls;
+pub mod wait;
 
 use config::{Config, SessionMode};
 use shutdown::{Shutdown, Trigger};

@@ -13,6 +13,7 @@ use crate::proxy::{self, ClientConn, Proto};
 use crate::shutdown::{Shutdown, Trigger};
 use crate::slots::Slots;
 use crate::state::Shared;
+use crate::wait::{ConnTimer, Rare};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -30,8 +31,8 @@ fn builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     // hyper starts the header timer whenever it waits for a request head, including on an
     // idle keep-alive connection, so the shorter of the two timeouts closes idle connections.
     let head_timeout = cfg.header_read_timeout.min(cfg.idle_timeout);
+    // The HTTP/1 timer is set per connection (serve_connection): its sleeps are reused.
     b.http1()
-        .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
         // A head within max_header_bytes is never refused for its number of lines.
         .max_headers(proxy::MAX_HEADER_LINES)
@@ -203,7 +204,7 @@ async fn accept_loop(
                 () = serve => {}
                 // At the limit, a connection that never sent a request head makes room: it is
                 // dropped (closed), which gives its slot back.
-                () = slot.evicted() => tracing::debug!(%peer, "connection without a request closed to make room"),
+                () = Rare::new(slot.evicted()) => tracing::debug!(%peer, "connection without a request closed to make room"),
             }
         });
     }
@@ -237,6 +238,9 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _counted = Counted::new(shared.clone());
+    // hyper's header-read timer on the connection's sleeps, which the request deadlines share.
+    let mut builder = builder.clone();
+    builder.http1().timer(ConnTimer(conn.sleeps.clone()));
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let conn = conn.clone();
@@ -249,7 +253,8 @@ async fn serve_connection<I>(
         // The connection first: no random branch order to draw on every wake-up.
         biased;
         r = conn.as_mut() => log_conn_error(r),
-        _ = shutdown.wait() => {
+        // Polled only when the shutdown wakes it, not at each of the connection's wake-ups.
+        _ = Rare::new(shutdown.wait()) => {
             conn.as_mut().graceful_shutdown();
             log_conn_error(conn.await);
         }

@@ -207,3 +207,44 @@ async fn only_trusted_proxies_may_set_the_forwarded_scheme_and_host() {
     assert_eq!(r.seen_header("x-forwarded-host").as_deref(), Some("shop.example"));
     assert_eq!(r.seen_header("x-forwarded-for").as_deref(), Some("203.0.113.7, 127.0.0.1"));
 }
+
+/// Every request of a keep-alive connection gets the whole `request_timeout`, also when the
+/// previous request's deadline has passed meanwhile (a connection's timers are reused from
+/// one request to the next: each reuse must move the deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_keep_alive_connection_gets_its_own_request_timeout() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let lb = balancer(&[&bs[0]]).set("server.request_timeout", "400ms").start().await;
+    let mut conn = RawConn::connect(lb.addr()).await;
+    let ask = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.send(ask("/first").as_bytes()).await;
+    assert_eq!(conn.response().await.status, 200);
+    sleep_ms(300).await;
+    // It ends ~550 ms after the first began: past that one's deadline, within its own.
+    conn.send(ask("/slow?ms=250").as_bytes()).await;
+    assert_eq!(conn.response().await.status, 200, "cut short by the first request's deadline");
+    sleep_ms(600).await; // the kept timer fires unused meanwhile
+    let t0 = std::time::Instant::now();
+    conn.send(ask("/slow?ms=3000").as_bytes()).await;
+    assert_eq!(conn.response().await.status, 504);
+    let took = t0.elapsed();
+    assert!(took >= ms(350) && took < ms(2000), "504 after {took:?} (request_timeout 400ms)");
+}
+
+/// An idle keep-alive connection is closed `idle_timeout` after its last request, however
+/// many came before (hyper's idle timer is one of the connection's reused timers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_closes_when_idle_for_its_timeout_not_counted_from_its_start() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let lb = balancer(&[&bs[0]]).set("server.idle_timeout", "500ms").start().await;
+    let mut conn = RawConn::connect(lb.addr()).await;
+    for i in 0..4 {
+        conn.send(format!("GET /{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await;
+        assert_eq!(conn.response().await.status, 200, "request {i}, ~{} ms after the first", i * 300);
+        sleep_ms(300).await;
+    }
+    // Open 1.2 s by now; idle for 300 ms of its 500.
+    let t0 = std::time::Instant::now();
+    assert!(conn.closes_within(secs(5)).await, "the idle connection was not closed within 5 s");
+    assert!(t0.elapsed() >= ms(100), "closed after {:?} more, before its 500 ms idle", t0.elapsed());
+}

@@ -8,8 +8,9 @@ use super::upstream::{self, Client, Conn, Outgoing, SendError};
 use super::{request, ProxyError};
 use crate::sticky::decide::Failure;
 use crate::sticky::Plan;
+use crate::wait::sleeps::Reused;
 use http::{header, request::Parts, Method, Response};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,20 +22,23 @@ pub enum AttemptError {
     Request(ProxyError),
 }
 
-/// One attempt against `plan.backend`, bounded by the request deadline.
+/// One attempt against `plan.backend`, bounded by `deadline` (the request's, on one of the
+/// connection's reused sleeps).
 pub async fn attempt(
     parts: &Parts,
     body: &RequestBody,
     plan: &Plan,
     connect_timeout: Duration,
-    deadline: Instant,
+    deadline: Reused,
 ) -> Result<(Response<upstream::Body>, Lease), AttemptError> {
     let guard = plan.backend.start_request();
-    match tokio::time::timeout_at(deadline.into(), send(parts, body, plan, connect_timeout)).await {
-        Err(_) => Err(AttemptError::Backend { failure: Failure::Timeout, resent: false }),
-        Ok(Ok((resp, conn))) => Ok((resp, Lease { guard, conn })),
-        Ok(Err(e)) => Err(e),
-    }
+    let sent = tokio::select! {
+        // The attempt first: an answer that is there is taken, not a deadline that just passed.
+        biased;
+        sent = send(parts, body, plan, connect_timeout) => sent,
+        () = deadline => return Err(AttemptError::Backend { failure: Failure::Timeout, resent: false }),
+    };
+    sent.map(|(resp, conn)| (resp, Lease { guard, conn }))
 }
 
 /// Send the request on a pooled connection. If the backend closed that connection before the

@@ -27,6 +27,7 @@ use crate::slots::{Conn as SlotConn, Held};
 use crate::state::{Shared, Snapshot};
 use crate::sticky::decide::Failure;
 use crate::sticky::{Answer, NoBackend, RequestFacts, Router};
+use crate::wait::Sleeps;
 use forward::AttemptError;
 use http::{header, HeaderName, Method, Request, Response};
 use hyper::body::Incoming;
@@ -71,12 +72,14 @@ pub struct ClientConn {
     held: Arc<std::sync::Mutex<Option<Held>>>,
     /// The slot's flag that a request started (the connection is then never evicted).
     pub slot: Arc<SlotConn>,
+    /// The connection's timers (hyper's header-read timer, the request deadlines), reused.
+    pub sleeps: Arc<Sleeps>,
 }
 
 impl ClientConn {
     pub fn new(peer: SocketAddr, proto: Proto, held: Held) -> ClientConn {
         let slot = held.conn.clone();
-        ClientConn { peer, proto, held: Arc::new(std::sync::Mutex::new(Some(held))), slot }
+        ClientConn { peer, proto, held: Arc::new(std::sync::Mutex::new(Some(held))), slot, sleeps: Sleeps::new() }
     }
 
     /// Take the connection's slot, to outlive the connection (an upgraded one).
@@ -174,7 +177,15 @@ async fn serve(
         .map_err(|NoBackend { from }| Refusal { error: ProxyError::NoBackend, backend: from })?;
     let deadline = started + cfg.server.request_timeout;
     loop {
-        let failure = match forward::attempt(&parts, &body, &plan, cfg.balance.connect_timeout, deadline).await {
+        let failure = match forward::attempt(
+            &parts,
+            &body,
+            &plan,
+            cfg.balance.connect_timeout,
+            conn.sleeps.until(deadline),
+        )
+        .await
+        {
             Ok(resp) => {
                 plan.backend.health.record_success();
                 let name = plan.backend.name.clone();

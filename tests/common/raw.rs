@@ -78,6 +78,12 @@ impl RawConn {
         self.buf.drain(..n).collect()
     }
 
+    /// Whether the other side closes the connection within `limit`, sending nothing more.
+    pub async fn closes_within(&mut self, limit: std::time::Duration) -> bool {
+        let mut chunk = [0u8; 1024];
+        matches!(tokio::time::timeout(limit, self.stream.read(&mut chunk)).await, Ok(Ok(0) | Err(_)))
+    }
+
     /// Reads one response (Content-Length, chunked, or until close).
     pub async fn response(&mut self) -> RawResponse {
         let status_line = self.line().await;
