@@ -178,80 +178,88 @@ impl Span {
 }
 
 /// The header lines' places: on the stack for the usual head, on the heap past
-/// [`STACK_HEADERS`] lines (no allocation per response otherwise).
-// Large on purpose: the point is to keep the usual head off the heap; it lives on the stack.
-#[allow(clippy::large_enum_variant)]
-enum Spans {
-    Stack([(Span, Span); STACK_HEADERS], usize),
-    Heap(Vec<(Span, Span)>),
+/// [`STACK_HEADERS`] lines (no allocation per response otherwise). Filled in place by
+/// [`locate`]: at 768 bytes, returning it would copy it at each return.
+struct Spans {
+    stack: [(Span, Span); STACK_HEADERS],
+    n: usize,
+    heap: Vec<(Span, Span)>,
 }
 
 impl Spans {
-    fn of(lines: impl ExactSizeIterator<Item = (Span, Span)>) -> Spans {
+    fn new() -> Spans {
+        Spans { stack: [(Span::default(), Span::default()); STACK_HEADERS], n: 0, heap: Vec::new() }
+    }
+
+    fn fill(&mut self, lines: impl ExactSizeIterator<Item = (Span, Span)>) {
+        self.heap.clear();
+        self.n = 0;
         if lines.len() > STACK_HEADERS {
-            return Spans::Heap(lines.collect());
+            self.heap.extend(lines);
+            return;
         }
-        let mut stack = [(Span::default(), Span::default()); STACK_HEADERS];
-        let mut n = 0;
-        for (slot, line) in stack.iter_mut().zip(lines) {
+        for (slot, line) in self.stack.iter_mut().zip(lines) {
             *slot = line;
-            n += 1;
+            self.n += 1;
         }
-        Spans::Stack(stack, n)
     }
 
     fn as_slice(&self) -> &[(Span, Span)] {
-        match self {
-            Spans::Stack(a, n) => &a[..*n],
-            Spans::Heap(v) => v,
+        if self.heap.is_empty() {
+            &self.stack[..self.n]
+        } else {
+            &self.heap
         }
     }
 }
 
-/// What `httparse` found, as positions in the buffer.
+/// What `httparse` found, as positions in the buffer (the header lines' in a [`Spans`]).
 struct Parsed {
     len: usize,
     status: u16,
     version: u8,
     reason: Span,
-    headers: Spans,
 }
 
 /// Parse a complete head at the start of `buf` (skipping 1xx informational ones) and take it
 /// out of the buffer; `None` while it is incomplete.
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ReadError> {
+    let mut spans = Spans::new();
     loop {
-        let Some(p) = locate(buf)? else { return Ok(None) };
+        let Some(p) = locate(buf, &mut spans)? else { return Ok(None) };
         let bytes = buf.split_to(p.len).freeze();
         if matches!(p.status, 100 | 102..=199) {
             continue;
         }
-        return build(bytes, p, head_request).map(Some);
+        return build(bytes, p, &spans, head_request).map(Some);
     }
 }
 
-fn locate(buf: &[u8]) -> Result<Option<Parsed>, ReadError> {
+fn locate(buf: &[u8], spans: &mut Spans) -> Result<Option<Parsed>, ReadError> {
     let mut small = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    match locate_with(buf, &mut small) {
+    match locate_with(buf, &mut small, spans) {
         Err(httparse::Error::TooManyHeaders) => {
             let mut large = vec![httparse::EMPTY_HEADER; crate::proxy::MAX_HEADER_LINES];
-            locate_with(buf, &mut large)
+            locate_with(buf, &mut large, spans)
         }
         r => r,
     }
     .map_err(|e| ReadError::Invalid(invalid(e)))
 }
 
-fn locate_with<'b>(buf: &'b [u8], headers: &mut [httparse::Header<'b>]) -> Result<Option<Parsed>, httparse::Error> {
+fn locate_with<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+    spans: &mut Spans,
+) -> Result<Option<Parsed>, httparse::Error> {
     let mut r = httparse::Response::new(headers);
     let httparse::Status::Complete(len) = r.parse(buf)? else { return Ok(None) };
-    let spans = Spans::of(r.headers.iter().map(|h| (Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value))));
+    spans.fill(r.headers.iter().map(|h| (Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value))));
     Ok(Some(Parsed {
         len,
         status: r.code.unwrap_or(0),
         version: r.version.unwrap_or(1),
         reason: r.reason.map_or(Span::default(), |s| Span::of(buf, s.as_bytes())),
-        headers: spans,
     }))
 }
 
@@ -265,15 +273,15 @@ fn invalid(e: httparse::Error) -> &'static str {
 }
 
 /// The response parts from a parsed head: header values are slices of `bytes`.
-fn build(bytes: Bytes, p: Parsed, head_request: bool) -> Result<Head, ReadError> {
+fn build(bytes: Bytes, p: Parsed, spans: &Spans, head_request: bool) -> Result<Head, ReadError> {
     let status = StatusCode::from_u16(p.status).map_err(|_| ReadError::Invalid("invalid status"))?;
     let version = if p.version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
-    let mut headers = HeaderMap::with_capacity(p.headers.as_slice().len());
+    let mut headers = HeaderMap::with_capacity(spans.as_slice().len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
     // What framing needs, gathered on the way (no lookups afterwards).
     let (mut chunked_te, mut length) = (None, None);
-    for &(name, value) in p.headers.as_slice() {
+    for &(name, value) in spans.as_slice() {
         let name =
             HeaderName::from_bytes(&bytes[name.range()]).map_err(|_| ReadError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(value.range()))
