@@ -133,6 +133,7 @@ mod tests {
     use hyper::rt::Timer;
     use std::future::Future;
     use std::pin::Pin;
+    use std::sync::Arc;
     use std::task::Poll;
     use std::time::{Duration, Instant};
 
@@ -140,18 +141,26 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A sleep of `sleeps` ending `after` from now, registered (polled once) and given back.
+    async fn keep_one(sleeps: &Arc<Sleeps>, after: Duration) {
+        let mut sleep = sleeps.until(Instant::now() + after);
+        assert!(poll_once(&mut sleep).await.is_pending());
+    }
+
+    /// Sleep on `sleeps` for `span`: it must not end before.
+    async fn sleep_full(sleeps: &Arc<Sleeps>, span: Duration) {
+        let started = Instant::now();
+        sleeps.until(started + span).await;
+        assert!(started.elapsed() >= span, "ended after {:?} of {span:?}", started.elapsed());
+    }
+
     #[tokio::test]
     async fn a_reused_sleep_waits_for_its_new_deadline_not_the_old_one() {
         let sleeps = Sleeps::new();
-        // Registered (polled) at a near deadline, then given back.
-        let mut first = sleeps.until(Instant::now() + ms(30));
-        assert!(poll_once(&mut first).await.is_pending());
-        drop(first);
+        keep_one(&sleeps, ms(30)).await;
         assert_eq!(sleeps.spare(), 1);
         // Reused for a later deadline: it must not end at the old one.
-        let started = Instant::now();
-        sleeps.until(started + ms(150)).await;
-        assert!(started.elapsed() >= ms(150), "ended after {:?}", started.elapsed());
+        sleep_full(&sleeps, ms(150)).await;
         // Reused for an earlier one than it holds: it ends then, not at the later one.
         let started = Instant::now();
         tokio::time::timeout(ms(2000), sleeps.until(started + ms(20))).await.expect("ended early enough");
@@ -178,13 +187,9 @@ mod tests {
     #[tokio::test]
     async fn a_sleep_that_fired_unused_still_serves_the_next_deadline() {
         let sleeps = Sleeps::new();
-        let mut first = sleeps.until(Instant::now() + ms(10));
-        assert!(poll_once(&mut first).await.is_pending());
-        drop(first);
+        keep_one(&sleeps, ms(10)).await;
         tokio::time::sleep(ms(50)).await; // it fires while kept
-        let started = Instant::now();
-        sleeps.until(started + ms(80)).await;
-        assert!(started.elapsed() >= ms(80), "ended after {:?}", started.elapsed());
+        sleep_full(&sleeps, ms(80)).await;
     }
 
     #[tokio::test]
