@@ -375,17 +375,9 @@ struct OneAnswerPerConnection {
 }
 
 impl OneAnswerPerConnection {
-    async fn start(name: &'static str) -> Self {
-        Self::spawn(name, false).await
-    }
-
-    /// Like [`OneAnswerPerConnection::start`], but each connection is closed right after its
-    /// answer (keep-alive was promised), as a backend whose idle timeout is shorter than the
-    /// client's pause does: the proxy must find the idle connection closed before using it.
-    async fn start_closing(name: &'static str) -> Self {
-        Self::spawn(name, true).await
-    }
-
+    /// `close_at_once`: each connection is closed right after its answer (keep-alive was
+    /// promised), as a backend whose idle timeout is shorter than the client's pause does: the
+    /// proxy must find the idle connection closed before using it.
     async fn spawn(name: &'static str, close_at_once: bool) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind((HOST, 0)).await.unwrap();
@@ -415,6 +407,25 @@ impl OneAnswerPerConnection {
     }
 }
 
+/// Backends `a` and `b` of that kind behind a balancer without health checks (the backends
+/// are kept alive with it), and the answer of a first request.
+async fn two_of_a_kind(close_at_once: bool) -> ([OneAnswerPerConnection; 2], Balancer, User, Reply) {
+    let backends = [
+        OneAnswerPerConnection::spawn("a", close_at_once).await,
+        OneAnswerPerConnection::spawn("b", close_at_once).await,
+    ];
+    let lb = balancer(&[])
+        .backend_at("a", &backends[0].addr.to_string())
+        .backend_at("b", &backends[1].addr.to_string())
+        .set("health.enabled", false)
+        .start()
+        .await;
+    let u = User::new();
+    let first = u.get(&lb.url("/one")).await;
+    assert_eq!(first.status, 200, "{}", first.describe());
+    (backends, lb, u, first)
+}
+
 impl Drop for OneAnswerPerConnection {
     fn drop(&mut self) {
         self.task.abort();
@@ -423,17 +434,7 @@ impl Drop for OneAnswerPerConnection {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_a_reused_connection_does_not_move_the_session() {
-    let a = OneAnswerPerConnection::start("a").await;
-    let b = OneAnswerPerConnection::start("b").await;
-    let lb = balancer(&[])
-        .backend_at("a", &a.addr.to_string())
-        .backend_at("b", &b.addr.to_string())
-        .set("health.enabled", false)
-        .start()
-        .await;
-    let u = User::new();
-    let first = u.get(&lb.url("/one")).await;
-    assert_eq!(first.status, 200, "{}", first.describe());
+    let (_backends, lb, u, first) = two_of_a_kind(false).await;
     for i in 0..10 {
         let r = u.get(&lb.url(&format!("/again/{i}"))).await;
         assert_eq!(r.status, 200, "request {i}: {}", r.describe());
@@ -446,17 +447,7 @@ async fn a_backend_closing_a_reused_connection_does_not_move_the_session() {
 /// idle check missed it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_the_backend_closed_is_not_reused() {
-    let a = OneAnswerPerConnection::start_closing("a").await;
-    let b = OneAnswerPerConnection::start_closing("b").await;
-    let lb = balancer(&[])
-        .backend_at("a", &a.addr.to_string())
-        .backend_at("b", &b.addr.to_string())
-        .set("health.enabled", false)
-        .start()
-        .await;
-    let u = User::new();
-    let first = u.get(&lb.url("/one")).await;
-    assert_eq!(first.status, 200, "{}", first.describe());
+    let (_backends, lb, u, first) = two_of_a_kind(true).await;
     for i in 0..10 {
         // Time for the backend's FIN to arrive before the next request.
         sleep_ms(30).await;
