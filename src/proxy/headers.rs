@@ -294,27 +294,38 @@ impl Write for Line {
 mod tests {
     use super::*;
 
+    /// A header map of `lines`, in order (repeated names appended).
+    fn map(lines: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for &(name, value) in lines {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
     #[test]
     fn hop_by_hop_and_named_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Foo"));
-        h.insert("x-foo", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        h.insert("proxy-authorization", HeaderValue::from_static("x"));
-        h.insert("x-keep", HeaderValue::from_static("1"));
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Foo"),
+            ("x-foo", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "x"),
+            ("x-keep", "1"),
+        ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
 
         // Odd Connection lists (empty and invalid tokens, several headers) do no harm.
-        let mut h = HeaderMap::new();
-        h.append("connection", HeaderValue::from_static(" , bad name ,close"));
-        h.append("connection", HeaderValue::from_static("X-Second, Keep-Alive"));
-        h.insert("x-second", HeaderValue::from_static("1"));
-        h.insert("close", HeaderValue::from_static("named by Connection too"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-keep", HeaderValue::from_static("1"));
+        let mut h = map(&[
+            ("connection", " , bad name ,close"),
+            ("connection", "X-Second, Keep-Alive"),
+            ("x-second", "1"),
+            ("close", "named by Connection too"),
+            ("keep-alive", "timeout=5"),
+            ("x-keep", "1"),
+        ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["x-keep"]);
 
@@ -334,11 +345,8 @@ mod tests {
 
     #[test]
     fn split_cookie_fields_become_one_in_order() {
-        let mut h = HeaderMap::new();
-        h.append("cookie", HeaderValue::from_static("a=1"));
-        h.insert("x-other", HeaderValue::from_static("kept"));
-        h.append("cookie", HeaderValue::from_static("STICKYLB=v.sig; b=2"));
-        h.append("cookie", HeaderValue::from_static("c=3"));
+        let mut h =
+            map(&[("cookie", "a=1"), ("x-other", "kept"), ("cookie", "STICKYLB=v.sig; b=2"), ("cookie", "c=3")]);
         join_cookies(&mut h);
         assert_eq!(cookies(&h), ["a=1; STICKYLB=v.sig; b=2; c=3"]);
         assert_eq!(h["x-other"], "kept");
@@ -368,9 +376,7 @@ mod tests {
         join_cookies(&mut h);
         assert_eq!(cookies(&h), ["a=1; b=2"]);
 
-        let mut h = HeaderMap::new();
-        h.append("cookie", HeaderValue::from_static(""));
-        h.append("cookie", HeaderValue::from_static(" "));
+        let mut h = map(&[("cookie", ""), ("cookie", " ")]);
         join_cookies(&mut h);
         assert!(!h.contains_key("cookie"), "a Cookie of nothing: {h:?}");
     }
@@ -389,9 +395,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers() {
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("app.test:8443"));
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let mut h = map(&[("host", "app.test:8443"), ("x-forwarded-for", "10.0.0.1")]);
         let seen = Seen::of(&h);
         add_forwarded(&mut h, &seen, "127.0.0.1:5000".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
@@ -426,12 +430,13 @@ mod tests {
 
     #[test]
     fn one_pass_sees_hosts_cookies_and_our_own_header() {
-        let mut h = HeaderMap::new();
-        h.append("host", HeaderValue::from_static("a.test"));
-        h.append("host", HeaderValue::from_static("b.test"));
-        h.append("cookie", HeaderValue::from_static("a=1"));
-        h.append("cookie", HeaderValue::from_static("b=2"));
-        h.insert("x-stickylb-previous-backend", HeaderValue::from_static("app1"));
+        let h = map(&[
+            ("host", "a.test"),
+            ("host", "b.test"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-stickylb-previous-backend", "app1"),
+        ]);
         let seen = Seen::of(&h);
         assert_eq!((seen.hosts, seen.cookies), (2, 2));
         assert_eq!(seen.host.unwrap(), "a.test");
