@@ -153,6 +153,19 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// The values of `name` the request has (if `present`), each followed by ", ": the list this
+/// hop's element is appended to.
+fn list_so_far(headers: &HeaderMap, name: &HeaderName, present: bool) -> Line {
+    let mut line = Line::default();
+    if present {
+        for s in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+            line.push(s);
+            line.push(", ");
+        }
+    }
+    line
+}
+
 /// Add `X-Forwarded-For` (appended to any list the client sent), `X-Forwarded-Proto`,
 /// `X-Forwarded-Host` and an RFC 7239 `Forwarded` element for this hop. `seen` is what the
 /// request had before (its `Host` is the one forwarded). Values are put together on the stack
@@ -161,29 +174,13 @@ pub fn add_forwarded(headers: &mut HeaderMap, seen: &Seen, client: SocketAddr, p
     let mut ip = Line::default();
     ip.push_ip(client.ip());
     let ip = ip.as_str();
-    let mut xff = Line::default();
-    if seen.forwarded_for {
-        for v in headers.get_all(&X_FORWARDED_FOR) {
-            if let Ok(s) = v.to_str() {
-                xff.push(s);
-                xff.push(", ");
-            }
-        }
-    }
+    let mut xff = list_so_far(headers, &X_FORWARDED_FOR, seen.forwarded_for);
     xff.push(ip);
     if let Ok(v) = HeaderValue::from_bytes(xff.as_bytes()) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    let mut fwd = Line::default();
-    if seen.forwarded {
-        for v in headers.get_all(&FORWARDED) {
-            if let Ok(s) = v.to_str() {
-                fwd.push(s);
-                fwd.push(", ");
-            }
-        }
-    }
+    let mut fwd = list_so_far(headers, &FORWARDED, seen.forwarded);
     if client.is_ipv6() {
         fwd.push("for=\"[");
         fwd.push(ip);
