@@ -247,18 +247,26 @@ impl Line {
     fn push_ip(&mut self, ip: IpAddr) {
         match ip {
             IpAddr::V4(v4) => {
+                // Put together in a register-sized buffer and pushed once: a push per digit
+                // was a copy call each.
+                let (mut text, mut n) = ([0u8; 15], 0);
                 for (i, octet) in v4.octets().into_iter().enumerate() {
                     if i > 0 {
-                        self.push_bytes(b".");
+                        text[n] = b'.';
+                        n += 1;
                     }
                     if octet >= 100 {
-                        self.push_bytes(&[b'0' + octet / 100]);
+                        text[n] = b'0' + octet / 100;
+                        n += 1;
                     }
                     if octet >= 10 {
-                        self.push_bytes(&[b'0' + octet / 10 % 10]);
+                        text[n] = b'0' + octet / 10 % 10;
+                        n += 1;
                     }
-                    self.push_bytes(&[b'0' + octet % 10]);
+                    text[n] = b'0' + octet % 10;
+                    n += 1;
                 }
+                self.push_bytes(&text[..n]);
             }
             IpAddr::V6(v6) => {
                 let _ = write!(self, "{v6}");
