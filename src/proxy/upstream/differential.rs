@@ -1,8 +1,8 @@
 //! The lean client against hyper's, on the same bytes: generated responses (every framing,
 //! 1xx first, HEAD/204/304, HTTP/1.0, `Connection` variants, trailers, odd reason phrases,
 //! written in pieces) and a list of hostile ones. Both must agree on the status, version,
-//! headers, reason phrase, body, trailers, whether the connection can carry the next request —
-//! or both refuse the response.
+//! headers (as the proxy forwards them), reason phrase, body, trailers, whether the connection
+//! can carry the next request — or both refuse the response.
 
 use super::decode::Decoder;
 use super::h1::{Outgoing, H1};
@@ -35,7 +35,7 @@ impl Seen {
         Seen {
             status: p.status.as_u16(),
             version: p.version,
-            headers: list(&p.headers),
+            headers: forwarded(&p.headers),
             reason,
             body,
             trailers,
@@ -87,6 +87,14 @@ async fn read_head(s: &mut TcpStream) -> bool {
         }
     }
     true
+}
+
+/// The fields as the proxy forwards them (hop-by-hop ones out): the lean client already
+/// leaves out a `Connection` that names no other field, and `Keep-Alive`; hyper's keeps them.
+fn forwarded(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    let mut h = h.clone();
+    crate::proxy::headers::strip_hop_by_hop(&mut h);
+    list(&h)
 }
 
 fn list(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
@@ -366,4 +374,39 @@ fn many_header_lines_are_read_up_to_the_limit() {
     too_many.extend_from_slice(b"\r\n");
     let (lean, hyper) = compare(&too_many, &[], true, Method::GET);
     assert!(lean.is_err() && hyper.is_err(), "lean {lean:?}, hyper {hyper:?}");
+}
+
+/// The lean client consumes this hop's own `Connection` (and `Keep-Alive`) rather than handing
+/// them on to be stripped; a `Connection` naming another field stays, for the proxy to strip
+/// that field too.
+#[test]
+fn the_lean_client_keeps_only_a_connection_field_that_names_another() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let names = |bytes: &'static [u8]| {
+        rt.block_on(async {
+            let addr = backend(vec![bytes.to_vec()], true).await;
+            let parts = request(&Method::GET);
+            let mut h1 = H1::new(TcpStream::connect(addr).await.unwrap());
+            h1.write_request(Outgoing { parts: &parts, host: "b", previous: None }).await.unwrap();
+            let head = h1.read_head(false).await.unwrap();
+            (head.parts.headers.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>(), head.keep_alive)
+        })
+    };
+    let own =
+        b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n";
+    assert_eq!(names(own), (vec!["x-a".to_owned(), "content-length".to_owned()], true));
+    let closing = b"HTTP/1.1 200 OK\r\nconnection: close , keep-alive\r\ncontent-length: 0\r\n\r\n";
+    assert_eq!(names(closing), (vec!["content-length".to_owned()], false));
+    let naming = b"HTTP/1.1 200 OK\r\nconnection: close, x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n";
+    assert_eq!(names(naming), (vec!["connection".to_owned(), "x-a".to_owned(), "content-length".to_owned()], false));
+}
+
+/// A `Connection` token is read from visible ASCII only, as hyper does: `close` followed by a
+/// non-breaking space is no `close` (a text trim would take it for one).
+#[test]
+fn a_connection_value_outside_visible_ascii_closes_nothing() {
+    let bytes = b"HTTP/1.1 200 OK\r\nconnection: close\xc2\xa0\r\ncontent-length: 2\r\n\r\nok";
+    let (lean, hyper) = compare(bytes, &[], false, Method::GET);
+    assert_eq!(hyper.as_ref().map(|s| s.reused), Ok(true));
+    assert_eq!(lean, hyper);
 }

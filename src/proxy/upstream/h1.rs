@@ -2,7 +2,9 @@
 //! own task. The request head is written straight into the socket from the prepared head (no
 //! copy of the header map, no channel, no connection task), the response head is parsed in
 //! place with `httparse` (the parser hyper uses) and its header values are slices of the read
-//! buffer; the body is read by [`super::decode`] from the same buffer.
+//! buffer; the body is read by [`super::decode`] from the same buffer. This hop's own fields
+//! (`Keep-Alive`, a `Connection` naming no other field) are read and left out of the parts:
+//! the proxy would only strip them.
 //!
 //! It serves requests without a body that are no upgrade (nearly all of them: GET, HEAD, ...);
 //! the others go through hyper's client ([`super::Conn::Hyper`]), which can stream a request
@@ -282,17 +284,25 @@ fn build(bytes: Bytes, p: Parsed, spans: &Spans, head_request: bool) -> Result<H
     // What framing needs, gathered on the way (no lookups afterwards).
     let (mut chunked_te, mut length) = (None, None);
     for &(name, value) in spans.as_slice() {
-        let name =
-            HeaderName::from_bytes(&bytes[name.range()]).map_err(|_| ReadError::Invalid("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(value.range()))
-            .map_err(|_| ReadError::Invalid("invalid header value"))?;
-        if name == header::CONNECTION {
-            if close || has_token(&value, "close") {
+        let raw = &bytes[name.range()];
+        if raw.eq_ignore_ascii_case(b"connection") {
+            let value = &bytes[value.range()];
+            if close || has_token(value, "close") {
                 (close, keep_alive) = (true, false);
             } else if !keep_alive {
-                keep_alive = has_token(&value, "keep-alive");
+                keep_alive = has_token(value, "keep-alive");
             }
-        } else if name == header::TRANSFER_ENCODING {
+            if names_nothing_else(value) {
+                // This hop's own (hop-by-hop: the proxy would strip it): consumed here.
+                continue;
+            }
+        } else if raw.eq_ignore_ascii_case(b"keep-alive") {
+            continue; // hop-by-hop, and only ever about this connection
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| ReadError::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(value.range()))
+            .map_err(|_| ReadError::Invalid("invalid header value"))?;
+        if name == header::TRANSFER_ENCODING {
             // Whether the last coding of the last field is chunked.
             chunked_te = Some(last_coding_is_chunked(&value));
         } else if name == header::CONTENT_LENGTH {
@@ -370,8 +380,22 @@ fn add_length(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
     }
 }
 
-fn has_token(v: &HeaderValue, token: &str) -> bool {
+/// `token` is one of a `Connection` value's. Only a value of visible ASCII is read, as hyper
+/// reads it (`HeaderValue::to_str`).
+fn has_token(v: &[u8], token: &str) -> bool {
     // The usual value is the token alone.
-    v.as_bytes().eq_ignore_ascii_case(token.as_bytes())
-        || v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    v.eq_ignore_ascii_case(token.as_bytes())
+        || (v.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
+            && v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
+}
+
+/// A `Connection` value of only `keep-alive` and `close`: it names no other field for the
+/// proxy to strip.
+fn names_nothing_else(v: &[u8]) -> bool {
+    v.eq_ignore_ascii_case(b"keep-alive")
+        || v.eq_ignore_ascii_case(b"close")
+        || v.split(|&b| b == b',').all(|t| {
+            let t = t.trim_ascii();
+            t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+        })
 }
