@@ -161,7 +161,7 @@ fn header_rewrite(c: &mut Criterion) {
             let mut h = base.clone();
             let seen = headers::Seen::of(&h);
             let _ = headers::strip_hop_by_hop(&mut h);
-            headers::add_forwarded(&mut h, &seen, client, "http");
+            stickylb::proxy::forwarding::add_forwarded(&mut h, &seen, client, "http");
             h
         })
     });

@@ -77,7 +77,7 @@ async fn forward(req: Request<Incoming>, authority: Authority) -> Response<Relea
     let Ok(mut conn) = Conn::checkout(&authority, Client::Lean, false, Duration::from_secs(2)).await else {
         return bad();
     };
-    let out = Outgoing { parts: &parts, host: authority.as_str(), previous: None };
+    let out = Outgoing { parts: &parts, forwarding: None, host: authority.as_str(), previous: None };
     match conn.send_lean(out).await {
         Ok(resp) => resp.map(|mut body| {
             if http_body::Body::is_end_stream(&body) {

@@ -10,7 +10,8 @@ use http::header::{COOKIE, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
-use stickylb::proxy::headers::{add_forwarded, strip_hop_by_hop, Seen};
+use stickylb::proxy::forwarding::add_forwarded;
+use stickylb::proxy::headers::{strip_hop_by_hop, Seen};
 use stickylb::session::{CookieCodec, Learned, Route, SessionPolicy, Verified};
 
 /// The insert cookie's name in every policy here (the default).

@@ -117,6 +117,37 @@ async fn forwarded_headers_are_added_and_hop_by_hop_headers_removed() {
     }
 }
 
+/// A request without a body (written by the lean upstream client) and one with a body
+/// (through hyper's client) carry the same forwarding fields, each once: the client's own
+/// claims replaced or appended to, never doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_and_without_a_body_carry_the_same_forwarding_fields() {
+    let b = TestBackend::start("app1").await;
+    let lb = plain(&[&b]).start().await;
+    let claims = "X-Forwarded-For: 203.0.113.7\r\nForwarded: for=203.0.113.7\r\nX-Forwarded-Proto: https\r\n\
+                  X-Forwarded-Host: spoofed.example\r\n";
+    let mut conn = RawConn::connect(lb.addr()).await;
+    let mut fields = Vec::new();
+    for head in [
+        format!("GET /fwd HTTP/1.1\r\nHost: app.test\r\n{claims}\r\n"),
+        format!("POST /fwd HTTP/1.1\r\nHost: app.test\r\n{claims}Content-Length: 5\r\n\r\nhello"),
+    ] {
+        conn.send(head.as_bytes()).await;
+        let r = conn.response().await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = b.last_seen().expect("backend saw the request");
+        let named = ["x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host"].map(|n| seen.fields(n));
+        fields.push((seen.method, named));
+    }
+    let expected = [
+        vec!["203.0.113.7, 127.0.0.1".to_string()],
+        vec!["for=203.0.113.7, for=127.0.0.1;host=\"app.test\";proto=http".to_string()],
+        vec!["http".to_string()],
+        vec!["app.test".to_string()],
+    ];
+    assert_eq!(fields, [("GET".to_string(), expected.clone()), ("POST".to_string(), expected)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_response_headers_do_not_reach_the_client() {
     let b = TestBackend::start("app1").await;

@@ -2,6 +2,7 @@
 //! its failure was: refused (nothing reached the backend), after the connection was made
 //! (it may have run there), or out of time.
 
+use super::forwarding::Forwarding;
 use super::request_body::RequestBody;
 use super::response_body::Lease;
 use super::upstream::{self, Client, Conn, Outgoing, SendError};
@@ -26,6 +27,7 @@ pub enum AttemptError {
 /// connection's reused sleeps).
 pub async fn attempt(
     parts: &Parts,
+    forwarding: &Forwarding,
     body: &RequestBody,
     plan: &Plan,
     connect_timeout: Duration,
@@ -35,7 +37,7 @@ pub async fn attempt(
     let sent = tokio::select! {
         // The attempt first: an answer that is there is taken, not a deadline that just passed.
         biased;
-        sent = send(parts, body, plan, connect_timeout) => sent,
+        sent = send(parts, forwarding, body, plan, connect_timeout) => sent,
         () = deadline => return Err(AttemptError::Backend { failure: Failure::Timeout, resent: false }),
     };
     sent.map(|(resp, conn)| (resp, Lease { guard, conn }))
@@ -47,6 +49,7 @@ pub async fn attempt(
 /// to move the session, and counts as the one resend a safe request gets.
 async fn send(
     parts: &Parts,
+    forwarding: &Forwarding,
     body: &RequestBody,
     plan: &Plan,
     connect_timeout: Duration,
@@ -56,8 +59,9 @@ async fn send(
     let client = client_for(parts, body);
     let refused = |_| AttemptError::Backend { failure: Failure::Refused, resent: false };
     let mut conn = Conn::checkout(authority, client, false, connect_timeout).await.map_err(refused)?;
-    let build = || request::attempt(parts, body, backend, plan.previous.as_deref()).map_err(AttemptError::Request);
-    let lean = Outgoing { parts, host: authority.as_str(), previous: plan.previous.as_deref() };
+    let previous = plan.previous.as_deref();
+    let build = || request::attempt(parts, forwarding, body, backend, previous).map_err(AttemptError::Request);
+    let lean = Outgoing { parts, forwarding: Some(forwarding), host: authority.as_str(), previous };
     // hyper's client takes the request (and gives it back if unsent); the lean one writes the head.
     let mut req = match client {
         Client::Hyper => Some(build()?),

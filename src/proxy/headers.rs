@@ -1,11 +1,9 @@
-//! Header rewriting for both directions: hop-by-hop headers out, forwarding headers in, split
-//! `Cookie` fields joined into one for the HTTP/1.1 hop. [`Seen`] is one pass over a request's
+//! Header rewriting for both directions: hop-by-hop headers out, split `Cookie` fields joined
+//! into one for the HTTP/1.1 hop (this hop's forwarding fields are `super::forwarding`'s). [`Seen`] is one pass over a request's
 //! fields, so that each edit looks a field up only when it is there. It owns no policy about
 //! where a request goes and touches nothing but the header map it is given.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::fmt::Write;
-use std::net::{IpAddr, SocketAddr};
 
 // Statics, not consts: a `const` name is built (and its drop run) at each use.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -153,154 +151,12 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// The values of `name` the request has (if `present`), each followed by ", ": the list this
-/// hop's element is appended to.
-fn list_so_far(headers: &HeaderMap, name: &HeaderName, present: bool) -> Line {
-    let mut line = Line::default();
-    if present {
-        for s in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
-            line.push(s);
-            line.push(", ");
-        }
-    }
-    line
-}
-
-/// Add `X-Forwarded-For` (appended to any list the client sent), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` and an RFC 7239 `Forwarded` element for this hop. `seen` is what the
-/// request had before (its `Host` is the one forwarded). Values are put together on the stack
-/// and copied once into their header value.
-pub fn add_forwarded(headers: &mut HeaderMap, seen: &Seen, client: SocketAddr, proto: &'static str) {
-    let mut ip = Line::default();
-    ip.push_ip(client.ip());
-    let ip = ip.as_str();
-    let mut xff = list_so_far(headers, &X_FORWARDED_FOR, seen.forwarded_for);
-    xff.push(ip);
-    if let Ok(v) = HeaderValue::from_bytes(xff.as_bytes()) {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    let mut fwd = list_so_far(headers, &FORWARDED, seen.forwarded);
-    if client.is_ipv6() {
-        fwd.push("for=\"[");
-        fwd.push(ip);
-        fwd.push("]\"");
-    } else {
-        fwd.push("for=");
-        fwd.push(ip);
-    }
-    if let Some(h) = seen.host.as_ref().and_then(|h| h.to_str().ok()) {
-        if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-            fwd.push(";host=\"");
-            fwd.push(h);
-            fwd.push("\"");
-        }
-    }
-    fwd.push(";proto=");
-    fwd.push(proto);
-    if let Ok(v) = HeaderValue::from_bytes(fwd.as_bytes()) {
-        headers.insert(&FORWARDED, v);
-    }
-    match &seen.host {
-        Some(h) => {
-            headers.insert(&X_FORWARDED_HOST, h.clone());
-        }
-        None if seen.forwarded_host => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
-        None => {}
-    }
-}
-
-/// A header value (or an IP address) being put together: on the stack while it fits (always,
-/// but for long forwarding chains), then on the heap. IPv4 addresses are written by hand (the
-/// formatting machinery was a visible share of the per-request cost), IPv6 through `Display`.
-struct Line {
-    stack: [u8; 160],
-    len: usize,
-    heap: Vec<u8>,
-}
-
-impl Default for Line {
-    fn default() -> Self {
-        Line { stack: [0; 160], len: 0, heap: Vec::new() }
-    }
-}
-
-impl Line {
-    fn push(&mut self, s: &str) {
-        self.push_bytes(s.as_bytes());
-    }
-
-    fn push_bytes(&mut self, b: &[u8]) {
-        if self.heap.is_empty() && self.len + b.len() <= self.stack.len() {
-            self.stack[self.len..self.len + b.len()].copy_from_slice(b);
-            self.len += b.len();
-        } else {
-            if self.heap.is_empty() {
-                self.heap.extend_from_slice(&self.stack[..self.len]);
-            }
-            self.heap.extend_from_slice(b);
-        }
-    }
-
-    fn push_ip(&mut self, ip: IpAddr) {
-        match ip {
-            IpAddr::V4(v4) => {
-                // Put together in a register-sized buffer and pushed once: a push per digit
-                // was a copy call each.
-                let (mut text, mut n) = ([0u8; 15], 0);
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        text[n] = b'.';
-                        n += 1;
-                    }
-                    if octet >= 100 {
-                        text[n] = b'0' + octet / 100;
-                        n += 1;
-                    }
-                    if octet >= 10 {
-                        text[n] = b'0' + octet / 10 % 10;
-                        n += 1;
-                    }
-                    text[n] = b'0' + octet % 10;
-                    n += 1;
-                }
-                self.push_bytes(&text[..n]);
-            }
-            IpAddr::V6(v6) => {
-                let _ = write!(self, "{v6}");
-            }
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        if self.heap.is_empty() {
-            &self.stack[..self.len]
-        } else {
-            &self.heap
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        // Only text is ever pushed.
-        std::str::from_utf8(self.as_bytes()).unwrap_or("")
-    }
-}
-
-impl Write for Line {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.push(s);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A header map of `lines`, in order (repeated names appended).
-    fn map(lines: &[(&'static str, &'static str)]) -> HeaderMap {
+    pub(in crate::proxy) fn map(lines: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for &(name, value) in lines {
             h.append(name, HeaderValue::from_static(value));
@@ -399,41 +255,6 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers() {
-        let mut h = map(&[("host", "app.test:8443"), ("x-forwarded-for", "10.0.0.1")]);
-        let seen = Seen::of(&h);
-        add_forwarded(&mut h, &seen, "127.0.0.1:5000".parse().unwrap(), "http");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "app.test:8443");
-        assert_eq!(h["forwarded"], "for=127.0.0.1;host=\"app.test:8443\";proto=http");
-        let mut h = HeaderMap::new();
-        let seen = Seen::of(&h);
-        add_forwarded(&mut h, &seen, "[::1]:5000".parse().unwrap(), "http");
-        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
-        assert_eq!(h["x-forwarded-for"], "::1");
-    }
-
-    #[test]
-    fn forwarded_chains_are_appended_and_a_hostless_request_keeps_no_forwarded_host() {
-        let mut h = HeaderMap::new();
-        let long = "10.0.0.1, ".repeat(30) + "10.0.0.2";
-        h.insert("x-forwarded-for", HeaderValue::from_str(&long).unwrap());
-        h.append("forwarded", HeaderValue::from_static("for=10.0.0.1"));
-        h.append("forwarded", HeaderValue::from_static("for=10.0.0.2;proto=https"));
-        h.insert("x-forwarded-host", HeaderValue::from_static("spoofed.test"));
-        let seen = Seen::of(&h);
-        assert!(seen.forwarded_for && seen.forwarded && seen.forwarded_host && seen.host.is_none());
-        add_forwarded(&mut h, &seen, "192.168.1.20:5000".parse().unwrap(), "https");
-        // Longer than the stack line: the heap takes over, nothing is cut.
-        assert_eq!(h["x-forwarded-for"], format!("{long}, 192.168.1.20").as_str());
-        assert_eq!(h["forwarded"], "for=10.0.0.1, for=10.0.0.2;proto=https, for=192.168.1.20;proto=https");
-        assert_eq!(h.get_all("forwarded").iter().count(), 1);
-        assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
-        assert_eq!(h["x-forwarded-proto"], "https");
-    }
-
-    #[test]
     fn one_pass_sees_hosts_cookies_and_our_own_header() {
         let h = map(&[
             ("host", "a.test"),
@@ -446,19 +267,5 @@ mod tests {
         assert_eq!((seen.hosts, seen.cookies), (2, 2));
         assert_eq!(seen.host.unwrap(), "a.test");
         assert!(seen.previous_backend && !seen.forwarded_for && !seen.forwarded_proto);
-    }
-
-    #[test]
-    fn ipv4_text_matches_display() {
-        for ip in ["0.0.0.0", "1.2.3.4", "9.10.99.100", "127.0.0.1", "255.255.255.255", "10.200.5.250"] {
-            let addr: IpAddr = ip.parse().unwrap();
-            let mut t = Line::default();
-            t.push_ip(addr);
-            assert_eq!(t.as_str(), addr.to_string());
-        }
-        let v6: IpAddr = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
-        let mut t = Line::default();
-        t.push_ip(v6);
-        assert_eq!(t.as_str(), v6.to_string());
     }
 }

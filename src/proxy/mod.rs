@@ -8,6 +8,7 @@
 
 mod error;
 mod forward;
+pub mod forwarding;
 pub mod headers;
 mod request;
 mod request_body;
@@ -163,7 +164,7 @@ async fn serve(
     }
     let mut upgrade = UpgradeRequest::take(&mut parts);
     let trusted = !cfg.server.trusted.is_empty() && cfg.server.trusted.iter().any(|r| r.contains(conn.peer.ip()));
-    request::prepare(&mut parts, conn.peer, conn.proto, trusted)?;
+    let forwarding = request::prepare(&mut parts, conn.peer, conn.proto, trusted)?;
     if let Some(u) = &upgrade {
         u.restore_headers(&mut parts.headers);
     }
@@ -179,6 +180,7 @@ async fn serve(
     loop {
         let failure = match forward::attempt(
             &parts,
+            &forwarding,
             &body,
             &plan,
             cfg.balance.connect_timeout,

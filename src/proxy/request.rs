@@ -2,6 +2,7 @@
 //! once for the upstream hop (host, hop-by-hop, forwarding headers), and each attempt's
 //! request built from it.
 
+use super::forwarding::{self, Forwarding};
 use super::headers::{self, Seen, PREVIOUS_BACKEND, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use super::request_body::{RequestBody, UpstreamBody};
 use super::{Proto, ProxyError};
@@ -59,10 +60,16 @@ fn settle_host(parts: &mut request::Parts, seen: &mut Seen) -> Result<(), ProxyE
     }
 }
 
-/// Rewrite the request head for the upstream hop (done once; each attempt clones it).
+/// Rewrite the request head for the upstream hop (done once; each attempt clones it) and make
+/// its forwarding fields, which each attempt adds (see [`Forwarding`]).
 /// `trusted`: the peer is one of `server.trusted_proxies`, whose `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (the scheme and host its client used) are kept.
-pub fn prepare(parts: &mut request::Parts, client: SocketAddr, proto: Proto, trusted: bool) -> Result<(), ProxyError> {
+pub fn prepare(
+    parts: &mut request::Parts,
+    client: SocketAddr,
+    proto: Proto,
+    trusted: bool,
+) -> Result<Forwarding, ProxyError> {
     let mut seen = Seen::of(&parts.headers);
     settle_host(parts, &mut seen)?;
     // HTTP/2 clients may split their cookies over several fields (RFC 9113 8.2.3); an
@@ -78,27 +85,22 @@ pub fn prepare(parts: &mut request::Parts, client: SocketAddr, proto: Proto, tru
         parts.headers.remove(&PREVIOUS_BACKEND);
     }
     let h = &mut parts.headers;
-    // Room for the four forwarding headers at once (hyper sizes the map to the request's).
-    h.reserve(4);
     let kept = trusted.then(|| {
-        let scheme = if seen.forwarded_proto { h.remove(&X_FORWARDED_PROTO) } else { None };
-        (scheme, if seen.forwarded_host { h.remove(&X_FORWARDED_HOST) } else { None })
+        let scheme = if seen.forwarded_proto { h.get(&X_FORWARDED_PROTO).cloned() } else { None };
+        (scheme, if seen.forwarded_host { h.get(&X_FORWARDED_HOST).cloned() } else { None })
     });
-    headers::add_forwarded(h, &seen, client, proto.as_str());
+    let mut forwarding = forwarding::forwarding(h, &seen, client, proto.as_str());
     if let Some((scheme, host)) = kept {
-        if let Some(v) = scheme {
-            h.insert(&X_FORWARDED_PROTO, v);
-        }
-        if let Some(v) = host {
-            h.insert(&X_FORWARDED_HOST, v);
-        }
+        forwarding.keep(scheme, host);
     }
-    Ok(())
+    Ok(forwarding)
 }
 
-/// The request of one attempt: the prepared head, in origin form, and the shared body.
+/// The request of one attempt (for hyper's client): the prepared head with its forwarding
+/// fields, in origin form, and the shared body.
 pub fn attempt(
     parts: &request::Parts,
+    forwarding: &Forwarding,
     body: &RequestBody,
     backend: &Backend,
     previous: Option<&str>,
@@ -108,6 +110,7 @@ pub fn attempt(
     *req.uri_mut() = origin_form(&parts.uri)?;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
+    forwarding.insert_into(req.headers_mut());
     if !req.headers().contains_key(header::HOST) {
         // HTTP/1.0 without Host: the backend's own name.
         if let Ok(v) = HeaderValue::from_str(backend.addr.authority.as_str()) {
@@ -173,7 +176,8 @@ mod tests {
         let mut p = parts(Version::HTTP_11, "/", &["app.test"]);
         p.headers.insert(header::CONNECTION, HeaderValue::from_static("host, x-forwarded-for"));
         p.headers.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
-        prepare(&mut p, "127.0.0.1:4000".parse().unwrap(), Proto::Http, false).unwrap();
+        let forwarding = prepare(&mut p, "127.0.0.1:4000".parse().unwrap(), Proto::Http, false).unwrap();
+        forwarding.insert_into(&mut p.headers);
         assert!(!p.headers.contains_key(header::HOST) && !p.headers.contains_key("x-forwarded-host"), "{p:?}");
         assert_eq!(p.headers["x-forwarded-for"], "127.0.0.1");
         assert_eq!(p.headers["forwarded"], "for=127.0.0.1;proto=http");

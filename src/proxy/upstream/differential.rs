@@ -120,7 +120,7 @@ fn request(method: &Method) -> http::request::Parts {
 
 async fn lean(addr: SocketAddr, method: &Method) -> Result<Seen, ()> {
     let parts = request(method);
-    let out = Outgoing { parts: &parts, host: "b", previous: None };
+    let out = Outgoing { parts: &parts, forwarding: None, host: "b", previous: None };
     let mut h1 = H1::new(TcpStream::connect(addr).await.unwrap());
     h1.write_request(out).await.map_err(|_| ())?;
     let head = h1.read_head(*method == Method::HEAD).await.map_err(|_| ())?;
@@ -129,7 +129,7 @@ async fn lean(addr: SocketAddr, method: &Method) -> Result<Seen, ()> {
     let reused = match rest.take_conn() {
         Some(mut again) => {
             let get = request(&Method::GET);
-            again.write_request(Outgoing { parts: &get, host: "b", previous: None }).await.is_ok()
+            again.write_request(Outgoing { parts: &get, forwarding: None, host: "b", previous: None }).await.is_ok()
                 && again.read_head(false).await.is_ok_and(|h| h.parts.status == 200)
         }
         None => false,
@@ -387,7 +387,7 @@ fn the_lean_client_keeps_only_a_connection_field_that_names_another() {
             let addr = backend(vec![bytes.to_vec()], true).await;
             let parts = request(&Method::GET);
             let mut h1 = H1::new(TcpStream::connect(addr).await.unwrap());
-            h1.write_request(Outgoing { parts: &parts, host: "b", previous: None }).await.unwrap();
+            h1.write_request(Outgoing { parts: &parts, forwarding: None, host: "b", previous: None }).await.unwrap();
             let head = h1.read_head(false).await.unwrap();
             (head.parts.headers.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>(), head.keep_alive)
         })

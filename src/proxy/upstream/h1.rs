@@ -57,11 +57,12 @@ pub struct Head {
     pub keep_alive: bool,
 }
 
-/// What the request head is written from: the prepared client head, the `Host` for a request
-/// without one (HTTP/1.0), the backend a session moved away from.
+/// What the request head is written from: the prepared client head, this hop's forwarding
+/// fields, the `Host` for a request without one (HTTP/1.0), the backend a session moved away from.
 #[derive(Clone, Copy)]
 pub struct Outgoing<'a> {
     pub parts: &'a request::Parts,
+    pub forwarding: Option<&'a crate::proxy::forwarding::Forwarding>,
     pub host: &'a str,
     pub previous: Option<&'a str>,
 }
@@ -133,7 +134,8 @@ pub fn fill(stream: &mut TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) ->
     tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf)
 }
 
-/// `METHOD target HTTP/1.1`, the prepared headers, then `Host` and the previous backend.
+/// `METHOD target HTTP/1.1`, the prepared headers, the forwarding fields, then `Host` and the
+/// previous backend.
 fn encode_head(buf: &mut Vec<u8>, out: Outgoing<'_>) {
     let p = out.parts;
     buf.extend_from_slice(p.method.as_str().as_bytes());
@@ -142,6 +144,9 @@ fn encode_head(buf: &mut Vec<u8>, out: Outgoing<'_>) {
     buf.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &p.headers {
         line(buf, name.as_str(), value.as_bytes());
+    }
+    for (name, value) in out.forwarding.into_iter().flat_map(|f| f.fields()) {
+        line(buf, name.as_str(), value);
     }
     if !p.headers.contains_key(header::HOST) {
         line(buf, "host", out.host.as_bytes());
