@@ -386,12 +386,15 @@ fn add_length(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
 }
 
 /// `token` is one of a `Connection` value's. Only a value of visible ASCII is read, as hyper
-/// reads it (`HeaderValue::to_str`).
+/// reads it (`HeaderValue::to_str`). `v` is as httparse passed it: tabs, spaces, visible ASCII
+/// and bytes from 0x80.
 fn has_token(v: &[u8], token: &str) -> bool {
-    // The usual value is the token alone.
-    v.eq_ignore_ascii_case(token.as_bytes())
-        || (v.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
-            && v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
+    let token = token.as_bytes();
+    if !v.contains(&b',') {
+        // The usual value is one token: matching it trimmed also means it was all ASCII.
+        return v.trim_ascii().eq_ignore_ascii_case(token);
+    }
+    v.is_ascii() && v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// A `Connection` value of only `keep-alive` and `close`: it names no other field for the
