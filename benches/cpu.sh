@@ -26,46 +26,8 @@ ensure_binary
 workdir cpu
 read -r BE1 BE2 BE3 LB HP ADMIN FL < <(free_ports 7)
 nginx_backends 'default_type text/plain; return 200 "backend-PORT\n";' "$BE1" "$BE2" "$BE3"
-cat >"$TMP/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HP
-  default_backend be
-backend be
-  balance roundrobin
-  cookie SRV insert indirect nocache
-  server s1 127.0.0.1:$BE1 cookie s1
-  server s2 127.0.0.1:$BE2 cookie s2
-  server s3 127.0.0.1:$BE3 cookie s3
-EOF
-cat >"$TMP/stickylb.toml" <<EOF
-[server]
-listen = "127.0.0.1:$LB"
-threads = 1
-[session]
-mode = "insert"
-secret = "cpu-benchmark-secret-not-for-production-0123456789"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[log]
-level = "warn"
-access_log = false
-[health]
-enabled = false
-EOF
-i=0
-for p in "$BE1" "$BE2" "$BE3"; do
-  i=$((i + 1)); printf '[[backend]]\nname = "app%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$TMP/stickylb.toml"
-done
+haproxy_cookie_config "$TMP/haproxy.cfg" "127.0.0.1:$HP" "$BE1" "$BE2" "$BE3"
+stickylb_bench_config "$TMP/stickylb.toml" "$LB" "$ADMIN" "$BE1" "$BE2" "$BE3"
 start haproxy taskset -c 0 haproxy -db -f "$TMP/haproxy.cfg"; HAPROXY_PID=${PIDS[-1]}
 start stickylb taskset -c 0 "$STICKYLB_BIN" --config "$TMP/stickylb.toml"; STICKYLB_PID=${PIDS[-1]}
 wait_port "$HP" haproxy; wait_port "$LB" stickylb

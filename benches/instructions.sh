@@ -24,25 +24,7 @@ ensure_binary
 workdir instr
 read -r BE1 BE2 BE3 LB ADMIN < <(free_ports 5)
 nginx_backends 'default_type text/plain; return 200 "backend-PORT\n";' "$BE1" "$BE2" "$BE3"
-cat >"$TMP/stickylb.toml" <<EOF
-[server]
-listen = "127.0.0.1:$LB"
-threads = 1
-[session]
-mode = "insert"
-secret = "instructions-benchmark-secret-not-for-production-0123"
-[admin]
-listen = "127.0.0.1:$ADMIN"
-[log]
-level = "warn"
-access_log = false
-[health]
-enabled = false
-EOF
-i=0
-for p in "$BE1" "$BE2" "$BE3"; do
-  i=$((i + 1)); printf '[[backend]]\nname = "app%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$TMP/stickylb.toml"
-done
+stickylb_bench_config "$TMP/stickylb.toml" "$LB" "$ADMIN" "$BE1" "$BE2" "$BE3"
 start stickylb valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$STICKYLB_BIN" --config "$TMP/stickylb.toml"
 wait_port "$LB" stickylb
 VG_PID=${PIDS[-1]}

@@ -73,3 +73,54 @@ CONF
   start nginx nginx -e "$TMP/nginx.err" -p "$TMP" -c "$TMP/nginx.conf"
   wait_port "$1" nginx
 }
+
+# haproxy_cookie_config FILE BIND BE1 BE2 BE3: HAProxy with one thread, keep-alive both ways,
+# round robin and `cookie SRV insert` over three backends (the peer the benchmarks compare with);
+# BIND is the frontend's `bind` arguments ("127.0.0.1:PORT", with "ssl crt FILE" for HTTPS).
+haproxy_cookie_config() {
+  cat >"$1" <<CFG
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind $2
+  default_backend be
+backend be
+  balance roundrobin
+  cookie SRV insert indirect nocache
+  server s1 127.0.0.1:$3 cookie s1
+  server s2 127.0.0.1:$4 cookie s2
+  server s3 127.0.0.1:$5 cookie s3
+CFG
+}
+
+# stickylb_bench_config FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT...: stickylb with one worker,
+# insert mode, access log and health checks off, one backend per port (app1, app2, ...).
+stickylb_bench_config() {
+  local file=$1 listen=$2 admin=$3 i=0 p; shift 3
+  cat >"$file" <<TOML
+[server]
+listen = "127.0.0.1:$listen"
+threads = 1
+[session]
+mode = "insert"
+secret = "benchmark-secret-not-for-production-0123456789abcdef"
+[admin]
+listen = "127.0.0.1:$admin"
+[log]
+level = "warn"
+access_log = false
+[health]
+enabled = false
+TOML
+  for p in "$@"; do
+    i=$((i + 1)); printf '[[backend]]\nname = "app%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$file"
+  done
+}

@@ -42,27 +42,7 @@ nginx_backends 'default_type text/plain; return 200 "backend-PORT\n";' "$B1" "$B
 wait_port "$B2" nginx; wait_port "$B3" nginx
 
 # ---- HAProxy, 1 thread, TLS on the frontend ----
-cat >"$TMP/haproxy.cfg" <<CFG
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HA ssl crt $TMP/haproxy.pem
-  default_backend be
-backend be
-  balance roundrobin
-  cookie SRV insert indirect nocache
-  server s1 127.0.0.1:$B1 cookie s1
-  server s2 127.0.0.1:$B2 cookie s2
-  server s3 127.0.0.1:$B3 cookie s3
-CFG
+haproxy_cookie_config "$TMP/haproxy.cfg" "127.0.0.1:$HA ssl crt $TMP/haproxy.pem" "$B1" "$B2" "$B3"
 haproxy -c -q -f "$TMP/haproxy.cfg"
 start haproxy taskset -c "$PX_CPU" haproxy -db -f "$TMP/haproxy.cfg"
 
