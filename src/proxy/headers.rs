@@ -1,7 +1,8 @@
 //! Header rewriting for both directions: hop-by-hop headers out, split `Cookie` fields joined
-//! into one for the HTTP/1.1 hop (this hop's forwarding fields are `super::forwarding`'s). [`Seen`] is one pass over a request's
-//! fields, so that each edit looks a field up only when it is there. It owns no policy about
-//! where a request goes and touches nothing but the header map it is given.
+//! into one for the HTTP/1.1 hop (this hop's forwarding fields are `super::forwarding`'s).
+//! [`Seen`] is one pass over a request's fields, so that each edit looks a field up only when
+//! it is there. It owns no policy about where a request goes and touches nothing but the
+//! header map it is given.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 

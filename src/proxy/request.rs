@@ -1,6 +1,6 @@
 //! The request side of one hop: limits checked before anything is routed, the head rewritten
-//! once for the upstream hop (host, hop-by-hop, forwarding headers), and each attempt's
-//! request built from it.
+//! once for the upstream hop (host, hop-by-hop) with its forwarding fields made, and each
+//! attempt's request built from them.
 
 use super::forwarding::{self, Forwarding};
 use super::headers::{self, Seen, PREVIOUS_BACKEND, X_FORWARDED_HOST, X_FORWARDED_PROTO};
