@@ -70,34 +70,45 @@ impl CookieCodec {
     /// The signed cookie value of the first format: the id alone, no route (tests, benches).
     pub fn signed_value(&self, id: &str) -> String {
         let mut out = String::with_capacity(DIGEST_B64_LEN + id.len());
-        self.push_signed(&mut out, id);
+        out.push_str(id);
+        self.sign_from(&mut out, 0);
         out
     }
 
     /// The signed cookie value naming `route` (what the client sends back).
     pub fn signed_route_value(&self, id: &str, route: &Route) -> String {
-        let mut out = String::with_capacity(DIGEST_B64_LEN + id.len() + 14 + route.backend.len());
-        let payload = payload(id, route);
-        self.push_signed(&mut out, &payload);
+        let mut out = String::with_capacity(DIGEST_B64_LEN + id.len() + 22 + route.backend.len());
+        push_payload(&mut out, id, route);
+        self.sign_from(&mut out, 0);
         out
     }
 
-    fn push_signed(&self, out: &mut String, payload: &str) {
+    /// Sign what `out` holds from `at` on (a payload) and put the digest in front of it.
+    fn sign_from(&self, out: &mut String, at: usize) {
         let mut mac = self.macs[0].clone();
-        mac.update(payload.as_bytes());
-        BASE64.encode_string(mac.finalize().into_bytes(), out);
-        out.push_str(payload);
+        mac.update(&out.as_bytes()[at..]);
+        let mut digest = [0u8; DIGEST_B64_LEN];
+        let n = BASE64.encode_slice(mac.finalize().into_bytes(), &mut digest).unwrap_or(0);
+        // Base64 is text.
+        out.insert_str(at, std::str::from_utf8(&digest[..n]).unwrap_or(""));
     }
 
-    /// The `Set-Cookie` header for session `id`, pinned to `route`.
+    /// The `Set-Cookie` header for session `id`, pinned to `route`: put together in one buffer
+    /// that becomes the header value (no payload string, no copy into the value).
     pub fn set_cookie(&self, id: &str, route: &Route) -> HeaderValue {
-        let payload = payload(id, route);
-        let mut v = String::with_capacity(self.name.len() + 1 + DIGEST_B64_LEN + payload.len() + self.attributes.len());
+        // Exactly the length: a `Bytes` made from a full `Vec` needs no allocation of its own.
+        let secs = route.created_ms / 1000;
+        let digits = secs.checked_ilog10().map_or(1, |d| d as usize + 1);
+        let payload = id.len() + 1 + digits + 1 + route.backend.len();
+        let mut v = String::with_capacity(self.name.len() + 1 + DIGEST_B64_LEN + payload + self.attributes.len());
         v.push_str(&self.name);
         v.push('=');
-        self.push_signed(&mut v, &payload);
+        let at = v.len();
+        push_payload(&mut v, id, route);
+        self.sign_from(&mut v, at);
         v.push_str(&self.attributes);
-        HeaderValue::from_str(&v).expect("cookie text is a valid header value")
+        debug_assert_eq!(v.len(), v.capacity(), "{v}");
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(v.into_bytes())).expect("cookie text is a valid header value")
     }
 
     /// The session inside a cookie value, if its signature verifies with the current or a
@@ -160,7 +171,8 @@ pub struct Verified {
 /// Separates the payload's fields: in neither a hex id, a number nor a backend name.
 const SEP: char = '~';
 
-fn payload(id: &str, route: &Route) -> String {
+/// Push `ID~CREATED~BACKEND` (the creation time in seconds).
+fn push_payload(out: &mut String, id: &str, route: &Route) {
     let mut digits = [0u8; 20];
     let mut n = route.created_ms / 1000;
     let mut i = digits.len();
@@ -172,13 +184,11 @@ fn payload(id: &str, route: &Route) -> String {
             break;
         }
     }
-    let mut out = String::with_capacity(id.len() + 2 + (digits.len() - i) + route.backend.len());
     out.push_str(id);
     out.push(SEP);
     out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
     out.push(SEP);
     out.push_str(&route.backend);
-    out
 }
 
 /// `ID` or `ID~CREATED~BACKEND`; anything else is no payload of ours.
@@ -287,6 +297,8 @@ mod tests {
         let c = codec(A, &[]);
         let id = CookieCodec::new_id();
         let h = c.set_cookie(&id, &route("app-1.eu"));
+        let signed = format!("STICKYLB={};", c.signed_route_value(&id, &route("app-1.eu")));
+        assert!(h.to_str().unwrap().starts_with(&signed), "{h:?} is not {signed}...");
         let parsed = Cookie::parse(h.to_str().unwrap().to_owned()).unwrap();
         assert_eq!(parsed.name(), "STICKYLB");
         assert_eq!(c.verify(parsed.value()), Some(Verified { id, route: Some(route("app-1.eu")) }));
@@ -345,8 +357,8 @@ mod tests {
             format!("{id}~99999999999999999999~a"),
             format!("{}~1~a", &id[1..]),
         ] {
-            let mut signed = String::new();
-            c.push_signed(&mut signed, &payload);
+            let mut signed = payload.clone();
+            c.sign_from(&mut signed, 0);
             assert_eq!(c.verify(&signed), None, "{payload:?}");
         }
     }
