@@ -77,7 +77,7 @@ impl CookieCodec {
 
     /// The signed cookie value naming `route` (what the client sends back).
     pub fn signed_route_value(&self, id: &str, route: &Route) -> String {
-        let mut out = String::with_capacity(DIGEST_B64_LEN + id.len() + 22 + route.backend.len());
+        let mut out = String::with_capacity(DIGEST_B64_LEN + payload_len(id, route));
         push_payload(&mut out, id, route);
         self.sign_from(&mut out, 0);
         out
@@ -97,10 +97,8 @@ impl CookieCodec {
     /// that becomes the header value (no payload string, no copy into the value).
     pub fn set_cookie(&self, id: &str, route: &Route) -> HeaderValue {
         // Exactly the length: a `Bytes` made from a full `Vec` needs no allocation of its own.
-        let secs = route.created_ms / 1000;
-        let digits = secs.checked_ilog10().map_or(1, |d| d as usize + 1);
-        let payload = id.len() + 1 + digits + 1 + route.backend.len();
-        let mut v = String::with_capacity(self.name.len() + 1 + DIGEST_B64_LEN + payload + self.attributes.len());
+        let len = self.name.len() + 1 + DIGEST_B64_LEN + payload_len(id, route) + self.attributes.len();
+        let mut v = String::with_capacity(len);
         v.push_str(&self.name);
         v.push('=');
         let at = v.len();
@@ -170,6 +168,12 @@ pub struct Verified {
 
 /// Separates the payload's fields: in neither a hex id, a number nor a backend name.
 const SEP: char = '~';
+
+/// The length of [`push_payload`]'s text.
+fn payload_len(id: &str, route: &Route) -> usize {
+    let digits = (route.created_ms / 1000).checked_ilog10().map_or(1, |d| d as usize + 1);
+    id.len() + 1 + digits + 1 + route.backend.len()
+}
 
 /// Push `ID~CREATED~BACKEND` (the creation time in seconds).
 fn push_payload(out: &mut String, id: &str, route: &Route) {

@@ -400,10 +400,8 @@ fn has_token(v: &[u8], token: &str) -> bool {
 /// A `Connection` value of only `keep-alive` and `close`: it names no other field for the
 /// proxy to strip.
 fn names_nothing_else(v: &[u8]) -> bool {
-    v.eq_ignore_ascii_case(b"keep-alive")
-        || v.eq_ignore_ascii_case(b"close")
-        || v.split(|&b| b == b',').all(|t| {
-            let t = t.trim_ascii();
-            t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-        })
+    v.split(|&b| b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+    })
 }
