@@ -13,6 +13,18 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static PREVIOUS_BACKEND: HeaderName = HeaderName::from_static("x-stickylb-previous-backend");
 
+/// `token` is one of a `Connection` value's. Only a value of visible ASCII is read, as hyper
+/// reads it (`HeaderValue::to_str`). `v` is as httparse passed it: tabs, spaces, visible ASCII
+/// and bytes from 0x80.
+pub fn has_token(v: &[u8], token: &str) -> bool {
+    let token = token.as_bytes();
+    if !v.contains(&b',') {
+        // The usual value is one token: matching it trimmed also means it was all ASCII.
+        return v.trim_ascii().eq_ignore_ascii_case(token);
+    }
+    v.is_ascii() && v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// What one pass over a request's fields found: what the upstream hop's edits need to know,
 /// so that each is a lookup only when the field is there at all.
 #[derive(Default)]

@@ -30,7 +30,7 @@ use crate::sticky::decide::Failure;
 use crate::sticky::{Answer, NoBackend, RequestFacts, Router};
 use crate::wait::Sleeps;
 use forward::AttemptError;
-use http::{header, HeaderName, Method, Request, Response};
+use http::{header, HeaderName, Method, Response};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,15 +95,22 @@ struct Outcome {
     status: u16,
 }
 
-/// Handle one client request. Never fails: errors are answered.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, conn: ClientConn) -> Response<ResponseBody> {
+/// Handle one client request: its head, and its body from hyper's server (`None` from the
+/// server's own HTTP/1.1 path, which serves only requests without one). Never fails: errors
+/// are answered.
+pub async fn handle(
+    shared: &Shared,
+    parts: http::request::Parts,
+    body: Option<Incoming>,
+    conn: &ClientConn,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = shared.snapshot();
-    let method = req.method().clone();
+    let method = parts.method.clone();
     // Only for the access log, and a reference-counted clone rather than a copy.
-    let path = if snap.config.log.access_log { req.uri().path_and_query().cloned() } else { None };
+    let path = if snap.config.log.access_log { parts.uri.path_and_query().cloned() } else { None };
     let router = Router { snap: &snap, store: &shared.store, metrics: &shared.metrics };
-    let (response, outcome) = match serve(&router, req, &conn, started).await {
+    let (response, outcome) = match serve(&router, parts, body, conn, started).await {
         Ok((resp, backend)) => {
             let status = resp.status().as_u16();
             (resp, Outcome { backend: Some(backend), status })
@@ -150,13 +157,13 @@ impl From<ProxyError> for Refusal {
 /// Serve one request: plan, forward (replanning after failures), respond.
 async fn serve(
     router: &Router<'_>,
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    body: Option<Incoming>,
     conn: &ClientConn,
     started: Instant,
 ) -> Result<(Response<ResponseBody>, Arc<str>), Refusal> {
     let snap: &Snapshot = router.snap;
     let cfg = &snap.config;
-    let (mut parts, body) = req.into_parts();
     request::check_limits(&parts, &cfg.server)?;
     let mut session = snap.session.extract(&mut parts.headers, &parts.uri);
     if session.rejected {
@@ -228,7 +235,7 @@ fn answer_error(answer: Answer, failure: Failure) -> ProxyError {
 }
 #[cfg(test)]
 mod tests {
-    fn future_size<A, B, C, F>(_: impl Fn(A, B, C) -> F) -> usize {
+    fn future_size<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

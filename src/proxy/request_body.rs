@@ -39,8 +39,8 @@ pub struct RequestBody {
 
 impl RequestBody {
     /// `limit` 0 = unlimited. An empty request body needs no sharing at all.
-    pub fn new(body: Incoming, limit: u64) -> RequestBody {
-        let slot = (!body.is_end_stream()).then(|| {
+    pub fn new(body: Option<Incoming>, limit: u64) -> RequestBody {
+        let slot = body.filter(|b| !b.is_end_stream()).map(|body| {
             Arc::new(Mutex::new(Slot { body: Some(body), prefix: Vec::new(), started: false, read: 0, failed: false }))
         });
         RequestBody { slot, limit }

@@ -16,6 +16,8 @@
 //! closes.
 
 use super::decode::Framing;
+use super::spans::{Span, Spans, STACK_HEADERS};
+use crate::proxy::headers::has_token;
 use bytes::{Bytes, BytesMut};
 use http::{header, request, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use std::io;
@@ -28,8 +30,6 @@ use tokio::net::TcpStream;
 const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// Room made in the read buffer before each read.
 const READ_SIZE: usize = 8192;
-/// Header lines parsed on the stack; more (up to `MAX_HEADER_LINES`) are parsed again on the heap.
-const STACK_HEADERS: usize = 48;
 
 /// One connection to a backend, with its read buffer (what the backend sent and nobody
 /// consumed yet) and its write buffer (reused for every request head).
@@ -162,62 +162,6 @@ fn line(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
     buf.extend_from_slice(b": ");
     buf.extend_from_slice(value);
     buf.extend_from_slice(b"\r\n");
-}
-
-/// Where a parsed head's pieces are in the buffer.
-#[derive(Clone, Copy, Default)]
-struct Span(u32, u32);
-
-impl Span {
-    /// `part`'s place in `base`; empty when it is not in it (httparse gives an empty reason
-    /// phrase as a static `""`).
-    fn of(base: &[u8], part: &[u8]) -> Span {
-        let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
-        match start.checked_add(part.len()) {
-            Some(end) if !part.is_empty() && end <= base.len() => Span(start as u32, end as u32),
-            _ => Span::default(),
-        }
-    }
-
-    fn range(self) -> std::ops::Range<usize> {
-        self.0 as usize..self.1 as usize
-    }
-}
-
-/// The header lines' places: on the stack for the usual head, on the heap past
-/// [`STACK_HEADERS`] lines (no allocation per response otherwise). Filled in place by
-/// [`locate`]: at 768 bytes, returning it would copy it at each return.
-struct Spans {
-    stack: [(Span, Span); STACK_HEADERS],
-    n: usize,
-    heap: Vec<(Span, Span)>,
-}
-
-impl Spans {
-    fn new() -> Spans {
-        Spans { stack: [(Span::default(), Span::default()); STACK_HEADERS], n: 0, heap: Vec::new() }
-    }
-
-    fn fill(&mut self, lines: impl ExactSizeIterator<Item = (Span, Span)>) {
-        self.heap.clear();
-        self.n = 0;
-        if lines.len() > STACK_HEADERS {
-            self.heap.extend(lines);
-            return;
-        }
-        for (slot, line) in self.stack.iter_mut().zip(lines) {
-            *slot = line;
-            self.n += 1;
-        }
-    }
-
-    fn as_slice(&self) -> &[(Span, Span)] {
-        if self.heap.is_empty() {
-            &self.stack[..self.n]
-        } else {
-            &self.heap
-        }
-    }
 }
 
 /// What `httparse` found, as positions in the buffer (the header lines' in a [`Spans`]).
@@ -383,18 +327,6 @@ fn add_length(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
             }
         }
     }
-}
-
-/// `token` is one of a `Connection` value's. Only a value of visible ASCII is read, as hyper
-/// reads it (`HeaderValue::to_str`). `v` is as httparse passed it: tabs, spaces, visible ASCII
-/// and bytes from 0x80.
-fn has_token(v: &[u8], token: &str) -> bool {
-    let token = token.as_bytes();
-    if !v.contains(&b',') {
-        // The usual value is one token: matching it trimmed also means it was all ASCII.
-        return v.trim_ascii().eq_ignore_ascii_case(token);
-    }
-    v.is_ascii() && v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// A `Connection` value of only `keep-alive` and `close`: it names no other field for the

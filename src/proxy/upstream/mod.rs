@@ -22,6 +22,7 @@ mod decode;
 mod differential;
 mod h1;
 mod pool;
+pub mod spans;
 
 pub use body::Body;
 pub use h1::Outgoing;

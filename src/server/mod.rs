@@ -7,6 +7,17 @@
 //! that left the config stop accepting and new ones are bound; unchanged ones keep their
 //! sockets. With `[server.tls]` every accepted
 //! connection first completes a TLS handshake (bounded by `header_read_timeout`).
+//!
+//! A connection's HTTP/1.1 requests without a body are served by our own path ([`h1`]:
+//! [`head`] parses, [`encode`] writes the response head by hyper's rules); the first request
+//! it does not serve hands the connection, with the bytes read so far ([`prefixed`]), to
+//! hyper's HTTP/1.1 + h2c server for the rest of its life (bodies, upgrades, HTTP/1.0,
+//! HTTP/2, every refusal of bad input).
+
+mod encode;
+mod h1;
+mod head;
+mod prefixed;
 
 use crate::listen::{accept, bind, bind_exclusive};
 use crate::proxy::{self, ClientConn, Proto};
@@ -229,7 +240,7 @@ impl Drop for Counted {
 /// Serve one client connection. Its slot (in `conn`) is given back when the connection ends,
 /// unless an upgrade handed it to a tunnel.
 async fn serve_connection<I>(
-    stream: I,
+    mut stream: I,
     conn: ClientConn,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
@@ -238,16 +249,23 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _counted = Counted::new(shared.clone());
+    let read = match h1::serve(&mut stream, &shared, &conn, &shutdown).await {
+        h1::End::Closed => return,
+        h1::End::Hyper(read) => read,
+    };
     // hyper's header-read timer on the connection's sleeps, which the request deadlines share.
     let mut builder = builder.clone();
     builder.http1().timer(ConnTimer(conn.sleeps.clone()));
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let shared = shared.clone();
         let conn = conn.clone();
         conn.slot.started();
-        async move { Ok::<_, Infallible>(proxy::handle(shared, req, conn).await) }
+        async move {
+            let (parts, body) = req.into_parts();
+            Ok::<_, Infallible>(proxy::handle(&shared, parts, Some(body), &conn).await)
+        }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(prefixed::Prefixed::new(read, stream)), service);
     tokio::pin!(conn);
     tokio::select! {
         // The connection first: no random branch order to draw on every wake-up.

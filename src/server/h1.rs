@@ -1,0 +1,241 @@
+//! The server's own HTTP/1.1 path: a client connection's requests without a body (nearly
+//! all) read, handed to [`proxy::handle`] and answered on the connection's task, with no
+//! dispatcher, channel or body machinery per request.
+//!
+//! Each head is parsed in place ([`super::head`]); the response head is written by hyper's
+//! rules ([`super::encode`]) and its body framed here (length, chunked, until close). The
+//! first head this path does not serve — a body, an upgrade, HTTP/1.0, HTTP/2's preface, bad
+//! input — ends it: the connection goes to hyper's server with the bytes read so far
+//! ([`End::Hyper`]), for the rest of its life. Timeouts, graceful shutdown and the
+//! connection slot behave as under hyper: the head timer (the shorter of
+//! `header_read_timeout` and `idle_timeout`) runs while a head is awaited, an idle connection
+//! closes at shutdown, a busy one finishes its response with `Connection: close`.
+
+use super::encode::{self, Framing};
+use super::head::{self, Parsed};
+use crate::proxy::upstream::spans::Spans;
+use crate::proxy::{self, ClientConn, ResponseBody};
+use crate::shutdown::Shutdown;
+use crate::state::Shared;
+use crate::wait::Rare;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method};
+use http_body::{Body, Frame};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Room made in the read buffer before a read.
+const READ_SIZE: usize = 8192;
+/// Body bytes gathered behind the head before a write; larger data is written as it is.
+const GATHER: usize = 64 * 1024;
+
+/// How the path ended.
+pub enum End {
+    /// The connection is done (closed by either side, timed out, or shut down).
+    Closed,
+    /// hyper's server takes the connection over, beginning with these bytes.
+    Hyper(BytesMut),
+}
+
+/// Serve `io`'s requests until the connection ends or hyper must take it over.
+pub async fn serve<I>(io: &mut I, shared: &Shared, conn: &ClientConn, shutdown: &Shutdown) -> End
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let (head_timeout, max_buf) = {
+        let cfg = &shared.snapshot().config.server;
+        // Both as hyper's builder has them (`super::builder`).
+        (cfg.header_read_timeout.min(cfg.idle_timeout), cfg.max_header_bytes.saturating_mul(2).max(8192))
+    };
+    let mut stop = {
+        let mut shutdown = shutdown.clone();
+        Rare::new(async move { shutdown.wait().await })
+    };
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut out = Vec::with_capacity(READ_SIZE);
+    let mut spans = Spans::new();
+    // The last response's emptied map carries the next request's fields (as hyper does).
+    let mut headers = HeaderMap::new();
+    loop {
+        let mut timer = None;
+        let request = loop {
+            match head::parse(&mut buf, &mut headers, &mut spans) {
+                Parsed::Request(r) => break r,
+                Parsed::Hyper => return End::Hyper(buf),
+                Parsed::Partial if buf.len() >= max_buf => return End::Hyper(buf),
+                Parsed::Partial => {}
+            }
+            if buf.capacity() - buf.len() < READ_SIZE / 4 {
+                buf.reserve(READ_SIZE);
+            }
+            let timer = timer.get_or_insert_with(|| conn.sleeps.until(Instant::now() + head_timeout));
+            let idle = buf.is_empty();
+            let read = tokio::select! {
+                biased;
+                r = io.read_buf(&mut buf) => r,
+                () = timer => return End::Closed,
+                () = &mut stop, if idle => return End::Closed,
+            };
+            match read {
+                Ok(0) if buf.is_empty() => return End::Closed,
+                // Cut inside a head: hyper's server says what it says to that.
+                Ok(0) => return End::Hyper(buf),
+                Ok(_) => {}
+                Err(_) => return End::Closed,
+            }
+        };
+        drop(timer);
+        conn.slot.started();
+        let head_request = request.parts.method == Method::HEAD;
+        let response = proxy::handle(shared, request.parts, None, conn).await;
+        let keep_alive = request.keep_alive && !shutdown.is_stopping();
+        let (mut parts, body) = response.into_parts();
+        let length = (!body.is_end_stream()).then(|| body.size_hint().exact());
+        let encoded = encode::head(&mut out, &mut parts, length, head_request, keep_alive);
+        headers = parts.headers;
+        let Ok(encoded) = encoded else { return End::Closed };
+        let clean = match encoded.framing {
+            Framing::Length(0) => {
+                drop(body);
+                flush(io, &mut out).await
+            }
+            framing => write_body(io, &mut out, body, framing, request.trailers).await,
+        };
+        if !clean || encoded.last {
+            let _ = io.shutdown().await;
+            return End::Closed;
+        }
+    }
+}
+
+/// Write the body after the head in `out`; false when the connection cannot go on (a write
+/// failed, the body failed or ended short of its length).
+async fn write_body<I>(io: &mut I, out: &mut Vec<u8>, mut body: ResponseBody, framing: Framing, trailers: bool) -> bool
+where
+    I: AsyncWrite + Unpin,
+{
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    loop {
+        let frame = match ready_frame(&mut body).await {
+            Some(frame) => frame,
+            None => {
+                // Send what is gathered while the body waits for its backend.
+                if !flush(io, out).await {
+                    return false;
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            // What was gathered and not written yet is dropped with the connection (as hyper
+            // drops its buffered head): a client sees no response rather than a cut one.
+            Some(Err(_)) => return false,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    if let (Framing::Chunked(Some(allowed)), Ok(fields), true) =
+                        (&framing, frame.into_trailers(), trailers)
+                    {
+                        end_chunks(out, Some((allowed, &fields)));
+                        return flush(io, out).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        if data.is_empty() {
+            continue;
+        }
+        match &framing {
+            Framing::Length(_) => {
+                let take = data.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                remaining -= take as u64;
+                if !gather(io, out, data.slice(..take)).await {
+                    return false;
+                }
+                if remaining == 0 {
+                    // All of it: what a body sends beyond its length is not sent (as hyper).
+                    return flush(io, out).await;
+                }
+            }
+            Framing::Chunked(_) => {
+                chunk_size(out, data.len());
+                if !gather(io, out, data).await {
+                    return false;
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            Framing::Close => {
+                if !gather(io, out, data).await {
+                    return false;
+                }
+            }
+        }
+    }
+    match framing {
+        Framing::Length(_) if remaining > 0 => false,
+        Framing::Chunked(_) => {
+            end_chunks(out, None);
+            flush(io, out).await
+        }
+        _ => flush(io, out).await,
+    }
+}
+
+/// A chunk's size line: upper-case hex, as hyper writes it.
+fn chunk_size(out: &mut Vec<u8>, n: usize) {
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(b"0123456789ABCDEF"[(n >> (i * 4)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk, with the trailer fields the response announced.
+fn end_chunks(out: &mut Vec<u8>, trailers: Option<(&Vec<http::HeaderName>, &HeaderMap)>) {
+    out.extend_from_slice(b"0\r\n");
+    if let Some((allowed, fields)) = trailers {
+        for (name, value) in fields {
+            if allowed.contains(name) && encode::is_valid_trailer(name) {
+                encode::line(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The body's next frame if it is ready now; `None` if it is not.
+async fn ready_frame(body: &mut ResponseBody) -> Option<Option<Result<Frame<Bytes>, <ResponseBody as Body>::Error>>> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(frame) => Some(frame),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// Add `data` behind `out`, or write both when that would make `out` large.
+async fn gather<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>, data: Bytes) -> bool {
+    if out.len() + data.len() <= GATHER {
+        out.extend_from_slice(&data);
+        return true;
+    }
+    flush(io, out).await && io.write_all(&data).await.is_ok()
+}
+
+/// Write what `out` holds.
+async fn flush<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let ok = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
+    out.clear();
+    ok
+}
