@@ -1,29 +1,28 @@
 //! The floor of stickylb's stack, for benchmarks: a proxy with nothing but forwarding, on
 //! the same runtime layout (one `current_thread` runtime per CPU, SO_REUSEPORT listeners),
-//! the same HTTP/1.1 server (hyper) and the same upstream client (`proxy::upstream`'s lean
-//! one) as stickylb — no session, table, cookie, header rewrite, limits, timers, metrics or
-//! logs. Round robin over the backends.
+//! the same HTTP/1.1 server (`server::h1`, stickylb's own path for requests without a body)
+//! and the same upstream client (`proxy::upstream`'s lean one) as stickylb — no session,
+//! table, cookie, header rewrite, limits, metrics or logs. Round robin over the backends.
 //!
 //!     cargo build --release --example floor
 //!     target/release/examples/floor 127.0.0.1:8090 127.0.0.1:9101,127.0.0.1:9102
 //!
 //! `benches/peers-floor.sh` plugs it into peers.sh. Not a product: it answers 502 to any
-//! backend failure and forwards requests without a body only.
+//! backend failure and forwards requests without a body only (it closes a connection at the
+//! first other request).
 
 use http::uri::Authority;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::Response;
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use stickylb::proxy::upstream::{Body, Client, Conn, Outgoing};
+use stickylb::server::h1;
+use stickylb::shutdown::Shutdown;
+use stickylb::wait::Sleeps;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -55,20 +54,24 @@ fn worker(listen: SocketAddr, backends: Vec<Authority>) {
             let _ = stream.set_nodelay(true);
             let (backends, next) = (backends.clone(), next.clone());
             tokio::task::spawn_local(async move {
-                let svc = service_fn(move |req| {
+                let mut stream = stream;
+                // Never triggered (a dropped trigger would stop the connection).
+                let (_trigger, shutdown) = Shutdown::new();
+                let sleeps = Sleeps::new();
+                let limits = h1::Limits { head_timeout: Duration::from_secs(60), max_buf: 16 * 1024 };
+                let handle = |parts| {
                     let i = next.get();
                     next.set(i.wrapping_add(1));
-                    let authority = backends[i % backends.len()].clone();
-                    async move { Ok::<_, Infallible>(forward(req, authority).await) }
-                });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    forward(parts, backends[i % backends.len()].clone())
+                };
+                // A request this path does not serve ends the connection.
+                let _ = h1::serve(&mut stream, limits, &sleeps, &shutdown, handle).await;
             });
         }
     });
 }
 
-async fn forward(req: Request<Incoming>, authority: Authority) -> Response<Released> {
-    let (parts, _body) = req.into_parts();
+async fn forward(parts: http::request::Parts, authority: Authority) -> Response<Released> {
     let bad = || {
         let mut r = Response::new(Released { body: None, conn: None });
         *r.status_mut() = http::StatusCode::BAD_GATEWAY;

@@ -1,6 +1,7 @@
 //! The server's own HTTP/1.1 path: a client connection's requests without a body (nearly
-//! all) read, handed to [`proxy::handle`] and answered on the connection's task, with no
-//! dispatcher, channel or body machinery per request.
+//! all) read, handed to the handler (`proxy::handle`; the benchmarks' floor forwards only)
+//! and answered on the connection's task, with no dispatcher, channel or body machinery per
+//! request.
 //!
 //! Each head is parsed in place ([`super::head`]); the response head is written by hyper's
 //! rules ([`super::encode`]) and its body framed here (length, chunked, until close). The
@@ -14,16 +15,16 @@
 use super::encode::{self, Framing};
 use super::head::{self, Parsed};
 use crate::proxy::upstream::spans::Spans;
-use crate::proxy::{self, ClientConn, ResponseBody};
 use crate::shutdown::Shutdown;
-use crate::state::Shared;
-use crate::wait::Rare;
+use crate::wait::{Rare, Sleeps};
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Response};
 use http_body::{Body, Frame};
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Room made in the read buffer before a read.
@@ -39,16 +40,42 @@ pub enum End {
     Hyper(BytesMut),
 }
 
-/// Serve `io`'s requests until the connection ends or hyper must take it over.
-pub async fn serve<I>(io: &mut I, shared: &Shared, conn: &ClientConn, shutdown: &Shutdown) -> End
+/// What a connection's heads may take: as hyper's builder has them (`super::builder`).
+#[derive(Clone, Copy)]
+pub struct Limits {
+    /// Waiting for a head (also on an idle connection): the shorter of `header_read_timeout`
+    /// and `idle_timeout`.
+    pub head_timeout: Duration,
+    /// Bytes of an incomplete head before hyper's server takes it (and answers 431).
+    pub max_buf: usize,
+}
+
+impl Limits {
+    pub fn of(cfg: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            head_timeout: cfg.header_read_timeout.min(cfg.idle_timeout),
+            max_buf: cfg.max_header_bytes.saturating_mul(2).max(8192),
+        }
+    }
+}
+
+/// Serve `io`'s requests with `handle` until the connection ends or hyper must take it over.
+/// `sleeps` are the connection's timers; `shutdown` closes it when idle, and makes the
+/// response in flight its last.
+pub async fn serve<I, B, H, F>(
+    io: &mut I,
+    limits: Limits,
+    sleeps: &Arc<Sleeps>,
+    shutdown: &Shutdown,
+    mut handle: H,
+) -> End
 where
     I: AsyncRead + AsyncWrite + Unpin,
+    H: FnMut(http::request::Parts) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + Unpin,
 {
-    let (head_timeout, max_buf) = {
-        let cfg = &shared.snapshot().config.server;
-        // Both as hyper's builder has them (`super::builder`).
-        (cfg.header_read_timeout.min(cfg.idle_timeout), cfg.max_header_bytes.saturating_mul(2).max(8192))
-    };
+    let Limits { head_timeout, max_buf } = limits;
     let mut stop = {
         let mut shutdown = shutdown.clone();
         Rare::new(async move { shutdown.wait().await })
@@ -70,7 +97,7 @@ where
             if buf.capacity() - buf.len() < READ_SIZE / 4 {
                 buf.reserve(READ_SIZE);
             }
-            let timer = timer.get_or_insert_with(|| conn.sleeps.until(Instant::now() + head_timeout));
+            let timer = timer.get_or_insert_with(|| sleeps.until(Instant::now() + head_timeout));
             let idle = buf.is_empty();
             let read = tokio::select! {
                 biased;
@@ -87,9 +114,8 @@ where
             }
         };
         drop(timer);
-        conn.slot.started();
         let head_request = request.parts.method == Method::HEAD;
-        let response = proxy::handle(shared, request.parts, None, conn).await;
+        let response = handle(request.parts).await;
         let keep_alive = request.keep_alive && !shutdown.is_stopping();
         let (mut parts, body) = response.into_parts();
         let length = (!body.is_end_stream()).then(|| body.size_hint().exact());
@@ -112,9 +138,10 @@ where
 
 /// Write the body after the head in `out`; false when the connection cannot go on (a write
 /// failed, the body failed or ended short of its length).
-async fn write_body<I>(io: &mut I, out: &mut Vec<u8>, mut body: ResponseBody, framing: Framing, trailers: bool) -> bool
+async fn write_body<I, B>(io: &mut I, out: &mut Vec<u8>, mut body: B, framing: Framing, trailers: bool) -> bool
 where
     I: AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
 {
     let mut remaining = match framing {
         Framing::Length(n) => n,
@@ -211,7 +238,7 @@ fn end_chunks(out: &mut Vec<u8>, trailers: Option<(&Vec<http::HeaderName>, &Head
 }
 
 /// The body's next frame if it is ready now; `None` if it is not.
-async fn ready_frame(body: &mut ResponseBody) -> Option<Option<Result<Frame<Bytes>, <ResponseBody as Body>::Error>>> {
+async fn ready_frame<B: Body + Unpin>(body: &mut B) -> Option<Option<Result<Frame<B::Data>, B::Error>>> {
     std::future::poll_fn(|cx| {
         Poll::Ready(match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(frame) => Some(frame),

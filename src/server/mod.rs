@@ -15,7 +15,8 @@
 //! HTTP/2, every refusal of bad input).
 
 mod encode;
-mod h1;
+#[doc(hidden)] // public for examples/floor.rs, the stack's floor in benchmarks
+pub mod h1;
 mod head;
 mod prefixed;
 
@@ -249,7 +250,12 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _counted = Counted::new(shared.clone());
-    let read = match h1::serve(&mut stream, &shared, &conn, &shutdown).await {
+    let limits = h1::Limits::of(&shared.snapshot().config.server);
+    let handle = |parts| {
+        conn.slot.started();
+        proxy::handle(&shared, parts, None, &conn)
+    };
+    let read = match h1::serve(&mut stream, limits, &conn.sleeps, &shutdown, handle).await {
         h1::End::Closed => return,
         h1::End::Hyper(read) => read,
     };
