@@ -4,6 +4,8 @@
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
+#[path = "../fuzz/server_checks.rs"]
+mod server_checks;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -52,4 +54,14 @@ fn config() {
 #[test]
 fn forward_headers() {
     replay("forward_headers", checks::forward_headers);
+}
+
+#[test]
+fn request_head() {
+    replay("request_head", server_checks::request_head);
+}
+
+#[test]
+fn response_head() {
+    replay("response_head", server_checks::response_head);
 }

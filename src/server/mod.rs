@@ -14,10 +14,13 @@
 //! hyper's HTTP/1.1 + h2c server for the rest of its life (bodies, upgrades, HTTP/1.0,
 //! HTTP/2, every refusal of bad input).
 
-mod encode;
-#[doc(hidden)] // public for examples/floor.rs, the stack's floor in benchmarks
+// Public for the benchmarks' floor (examples/floor.rs) and the fuzz targets (fuzz/server_checks.rs).
+#[doc(hidden)]
+pub mod encode;
+#[doc(hidden)]
 pub mod h1;
-mod head;
+#[doc(hidden)]
+pub mod head;
 mod prefixed;
 
 use crate::listen::{accept, bind, bind_exclusive};

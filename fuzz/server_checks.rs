@@ -1,0 +1,136 @@
+//! The properties of the server's own HTTP/1.1 path that its fuzz targets check (beside
+//! `checks.rs`, which holds the others): `fuzz/fuzz_targets/request_head.rs` and
+//! `response_head.rs` call the function of the same name, and `tests/fuzz_corpus.rs` replays
+//! `fuzz/corpus/NAME/` and `fuzz/regressions/NAME/` through it. A property that fails panics.
+#![allow(dead_code)] // each fuzz target uses one function
+
+use bytes::BytesMut;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use stickylb::proxy::upstream::spans::{Spans, STACK_HEADERS};
+use stickylb::server::encode::{self, Framing};
+use stickylb::server::head::{self, Parsed};
+
+/// Request bytes: the own path serves a head exactly when httparse reads a complete HTTP/1.1
+/// head it may serve, and takes exactly that head out of the buffer; anything else is left
+/// as it was for hyper's server.
+pub fn request_head(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    let mut spans = Spans::new();
+    let parsed = head::parse(&mut buf, &mut HeaderMap::new(), &mut spans);
+    let mut lines = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut reference = httparse::Request::new(&mut lines);
+    let verdict = reference.parse(data);
+    match parsed {
+        Parsed::Partial => {
+            assert!(matches!(verdict, Ok(httparse::Status::Partial)), "partial, httparse says {verdict:?}");
+            assert_eq!(&buf[..], data);
+        }
+        Parsed::Hyper => assert_eq!(&buf[..], data, "a head left to hyper is left untouched"),
+        Parsed::Request(r) => {
+            let Ok(httparse::Status::Complete(len)) = verdict else { panic!("served, httparse says {verdict:?}") };
+            assert_eq!(&buf[..], &data[len..], "exactly the head was taken");
+            assert_eq!(reference.version, Some(1));
+            assert_eq!(Some(r.parts.method.as_str()), reference.method);
+            assert_ne!(r.parts.method, http::Method::CONNECT);
+            // The `http` types drop a fragment (`#...`), hyper's server alike.
+            let target = reference.path.map(|p| p.split('#').next().unwrap_or(p));
+            assert_eq!(Some(r.parts.uri.to_string().as_str()), target);
+            assert!(r.parts.uri.path().starts_with('/'));
+            assert_eq!(r.parts.version, Version::HTTP_11);
+            let fields: Vec<(String, &[u8])> =
+                r.parts.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes())).collect();
+            let expected: Vec<(String, &[u8])> =
+                reference.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value)).collect();
+            let mut sorted = (fields.clone(), expected);
+            sorted.0.sort();
+            sorted.1.sort();
+            assert_eq!(sorted.0, sorted.1, "every field, as sent");
+            for name in ["content-length", "transfer-encoding", "upgrade", "expect"] {
+                assert!(!r.parts.headers.contains_key(name), "a request with {name} was served");
+            }
+        }
+    }
+}
+
+/// Response parts from bytes: flags, status, then `name: value` lines.
+fn response(data: &[u8]) -> (http::response::Parts, encode::BodyLength, bool, bool) {
+    let byte = |i: usize| data.get(i).copied().unwrap_or(0);
+    let flags = byte(0);
+    let status = StatusCode::from_u16(100 + (u16::from(byte(1)) << 8 | u16::from(byte(2))) % 900).expect("100-999");
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = if flags & 1 == 1 { Version::HTTP_10 } else { Version::HTTP_11 };
+    if flags & 2 == 2 {
+        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(b"Some Reason".as_slice()) {
+            parts.extensions.insert(r);
+        }
+    }
+    let known = u64::from(byte(3));
+    let body = match flags >> 2 & 3 {
+        0 => None,
+        1 => Some(None),
+        _ => Some(Some(known)),
+    };
+    for line in data.get(4..).unwrap_or_default().split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_bytes(line[colon + 1..].trim_ascii()))
+        else {
+            continue;
+        };
+        parts.headers.append(name, value);
+    }
+    (parts, body, flags & 16 == 16, flags & 32 == 32)
+}
+
+/// Response parts: the encoder writes a head httparse reads whole, with the status, every
+/// ordinary field in order, at most one length, never a length beside chunked framing, and
+/// `Connection: close` on a connection's last response; or it refuses (conflicting lengths).
+pub fn response_head(data: &[u8]) {
+    let (mut parts, body, head_request, keep_alive) = response(data);
+    let ordinary = |h: &HeaderMap| -> Vec<(String, Vec<u8>)> {
+        let special = ["content-length", "transfer-encoding", "connection", "trailer", "date"];
+        h.iter()
+            .filter(|(n, _)| !special.contains(&n.as_str()))
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    let informational = parts.status.is_informational() && parts.status != StatusCode::SWITCHING_PROTOCOLS;
+    let before = ordinary(&parts.headers);
+    let fields = parts.headers.len();
+    let status = parts.status;
+    let mut out = Vec::new();
+    let Ok(encoded) = encode::head(&mut out, &mut parts, body, head_request, keep_alive) else { return };
+    let mut lines = vec![httparse::EMPTY_HEADER; fields + 16];
+    let mut r = httparse::Response::new(&mut lines);
+    let parsed = r.parse(&out);
+    assert_eq!(parsed, Ok(httparse::Status::Complete(out.len())), "{:?}", String::from_utf8_lossy(&out));
+    if informational {
+        assert_eq!(r.code, Some(500));
+        assert!(encoded.last);
+        return;
+    }
+    assert_eq!(r.code, Some(status.as_u16()));
+    let after: Vec<(String, Vec<u8>)> = r
+        .headers
+        .iter()
+        .filter(|h| !["content-length", "transfer-encoding", "connection", "trailer", "date"].contains(&h.name))
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
+    assert_eq!(after, before, "the ordinary fields, in order");
+    let count = |name: &str| r.headers.iter().filter(|h| h.name == name).count();
+    assert!(count("content-length") <= 1, "{:?}", String::from_utf8_lossy(&out));
+    if matches!(encoded.framing, Framing::Chunked(_)) {
+        assert_eq!(count("content-length"), 0, "{:?}", String::from_utf8_lossy(&out));
+        assert_eq!(count("transfer-encoding"), 1);
+    }
+    if !keep_alive {
+        assert!(encoded.last);
+        let close = r
+            .headers
+            .iter()
+            .filter(|h| h.name == "connection")
+            .any(|h| h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
+        assert!(close, "a last response says close: {:?}", String::from_utf8_lossy(&out));
+    }
+}
