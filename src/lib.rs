@@ -28,12 +28,14 @@
 //!   case. The only caller of the store on the request path.
 //! - [`proxy`]: the per-request service that applies the router's plans: headers, limits,
 //!   forwarding over a per-worker pool, errors -> status, upgrades.
-//! - [`server`]: the accept loops and graceful shutdown of the client listeners.
+//! - [`server`]: the accept loops, the client connections' HTTP/1.1 path (hyper's server for
+//!   the rest) and graceful shutdown of the client listeners.
 //! - [`admin`]: the operator's API, status page and Prometheus exposition.
 //! - [`demo`](mod@demo), [`logging`]: `stickylb demo`, log setup. This file wires them together.
 //!
 //! ## One request
-//! `server` accepts (a slot from `slots`) -> `proxy::handle`: limits (head size, body size,
+//! `server` accepts (a slot from `slots`) and reads the head (its own HTTP/1.1 path; hyper's
+//! server for bodies, upgrades and HTTP/2) -> `proxy::handle`: limits (head size, body size,
 //! Host rules) -> `session` finds the key (and the cookie's route) -> `sticky::Router::plan`
 //! (table pin, else the cookie's route, else balance; pin) -> `proxy` forwards on a pooled
 //! connection -> on a failure `Router::replan` (same backend once more, move, or answer) ->
