@@ -25,6 +25,41 @@ pub fn has_token(v: &[u8], token: &str) -> bool {
     v.is_ascii() && v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// `name: value\r\n`, as both HTTP/1.1 writers (the lean client's request head, the server's
+/// response head) write a field.
+pub fn push_line(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// `chunked` is the last transfer coding of this field.
+pub fn last_coding_is_chunked(v: &HeaderValue) -> bool {
+    v.to_str().ok().and_then(|s| s.rsplit(',').next()).is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// One more Content-Length field: every comma-separated part must be the same number.
+pub fn add_length(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
+    if let Some(Err(())) = found {
+        return;
+    }
+    let Ok(s) = v.to_str() else {
+        *found = Some(Err(()));
+        return;
+    };
+    for part in s.split(',').map(str::trim) {
+        let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        match part.parse::<u64>() {
+            Ok(n) if digits && found.is_none_or(|f| f == Ok(n)) => *found = Some(Ok(n)),
+            _ => {
+                *found = Some(Err(()));
+                return;
+            }
+        }
+    }
+}
+
 /// What one pass over a request's fields found: what the upstream hop's edits need to know,
 /// so that each is a lookup only when the field is there at all.
 #[derive(Default)]

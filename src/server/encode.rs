@@ -5,6 +5,7 @@
 //! close), `Connection: close` added when the connection ends after it, and a cached `Date`.
 //! The body's bytes are [`super::h1`]'s. Owns no I/O.
 
+use crate::proxy::headers::{add_length, has_token, last_coding_is_chunked, push_line};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, StatusCode, Version};
 use std::cell::RefCell;
@@ -131,7 +132,7 @@ pub fn head(
                 continue;
             }
             header::CONNECTION => {
-                last |= crate::proxy::headers::has_token(value.as_bytes(), "close");
+                last |= has_token(value.as_bytes(), "close");
                 join(dst, &mut open, name, &value);
                 continue;
             }
@@ -152,7 +153,7 @@ pub fn head(
         if let Some(o) = open.take() {
             end_joined(dst, o == header::TRANSFER_ENCODING && te_not_chunked);
         }
-        line(dst, name.as_str().as_bytes(), value.as_bytes());
+        push_line(dst, name.as_str(), value.as_bytes());
     }
     if let Some(o) = open.take() {
         end_joined(dst, o == header::TRANSFER_ENCODING && te_not_chunked);
@@ -213,14 +214,6 @@ pub fn is_valid_trailer(name: &HeaderName) -> bool {
     )
 }
 
-/// `name: value\r\n`.
-pub fn line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    dst.extend_from_slice(name);
-    dst.extend_from_slice(b": ");
-    dst.extend_from_slice(value);
-    dst.extend_from_slice(b"\r\n");
-}
-
 fn status_line(dst: &mut Vec<u8>, parts: &response::Parts) {
     let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
     if parts.version != Version::HTTP_10 && parts.status == StatusCode::OK && reason.is_none() {
@@ -241,7 +234,7 @@ fn status_line(dst: &mut Vec<u8>, parts: &response::Parts) {
 fn add_close(headers: &mut HeaderMap) {
     match headers.entry(header::CONNECTION) {
         header::Entry::Occupied(mut e) => {
-            if !e.iter().any(|v| crate::proxy::headers::has_token(v.as_bytes(), "close")) {
+            if !e.iter().any(|v| has_token(v.as_bytes(), "close")) {
                 e.append(HeaderValue::from_static("close"));
             }
         }
@@ -278,21 +271,11 @@ fn end_joined(dst: &mut Vec<u8>, chunked: bool) {
     dst.extend_from_slice(if chunked { b", chunked\r\n" } else { b"\r\n" });
 }
 
-fn last_coding_is_chunked(v: &HeaderValue) -> bool {
-    v.as_bytes().rsplit(|&b| b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
 /// A `Content-Length` value as hyper reads it (`1, 1` is 1; differing values are none).
 fn parse_length(v: &HeaderValue) -> Option<u64> {
-    let mut found: Option<u64> = None;
-    for part in v.to_str().ok()?.split(',') {
-        let n: u64 = part.trim().parse().ok()?;
-        if found.is_some_and(|f| f != n) {
-            return None;
-        }
-        found = Some(n);
-    }
-    found
+    let mut found = None;
+    add_length(&mut found, v);
+    found.and_then(Result::ok)
 }
 
 fn can_have_body(head_request: bool, status: StatusCode) -> bool {

@@ -230,7 +230,7 @@ fn end_chunks(out: &mut Vec<u8>, trailers: Option<(&Vec<http::HeaderName>, &Head
     if let Some((allowed, fields)) = trailers {
         for (name, value) in fields {
             if allowed.contains(name) && encode::is_valid_trailer(name) {
-                encode::line(out, name.as_str().as_bytes(), value.as_bytes());
+                crate::proxy::headers::push_line(out, name.as_str(), value.as_bytes());
             }
         }
     }

@@ -17,7 +17,7 @@
 
 use super::decode::Framing;
 use super::spans::{Span, Spans, STACK_HEADERS};
-use crate::proxy::headers::has_token;
+use crate::proxy::headers::{add_length, has_token, last_coding_is_chunked, push_line as line};
 use bytes::{Bytes, BytesMut};
 use http::{header, request, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use std::io;
@@ -157,13 +157,6 @@ fn encode_head(buf: &mut Vec<u8>, out: Outgoing<'_>) {
     buf.extend_from_slice(b"\r\n");
 }
 
-fn line(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(b": ");
-    buf.extend_from_slice(value);
-    buf.extend_from_slice(b"\r\n");
-}
-
 /// What `httparse` found, as positions in the buffer (the header lines' in a [`Spans`]).
 struct Parsed {
     len: usize,
@@ -300,32 +293,6 @@ fn framing(
         Some(Ok(n)) => Ok((Framing::Length(n), false)),
         Some(Err(())) => Err(ReadError::Invalid("invalid content-length")),
         None => Ok((Framing::Close, false)),
-    }
-}
-
-/// `chunked` is the last transfer coding of this field.
-fn last_coding_is_chunked(v: &HeaderValue) -> bool {
-    v.to_str().ok().and_then(|s| s.rsplit(',').next()).is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-}
-
-/// One more Content-Length field: every comma-separated part must be the same number.
-fn add_length(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
-    if let Some(Err(())) = found {
-        return;
-    }
-    let Ok(s) = v.to_str() else {
-        *found = Some(Err(()));
-        return;
-    };
-    for part in s.split(',').map(str::trim) {
-        let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-        match part.parse::<u64>() {
-            Ok(n) if digits && found.is_none_or(|f| f == Ok(n)) => *found = Some(Ok(n)),
-            _ => {
-                *found = Some(Err(()));
-                return;
-            }
-        }
     }
 }
 
