@@ -17,29 +17,43 @@ impl Drop for Demo {
     }
 }
 
+/// Start attempts: a port from `free_port` can be handed to one of the demo's own backends
+/// (bound on port 0) before the demo listens on it; the demo then exits, and runs again on
+/// other ports.
+const ATTEMPTS: usize = 3;
+
 async fn demo(kind: &str) -> Demo {
-    let (port, admin) = (free_port(), free_port());
-    let child = std::process::Command::new(bin())
-        .args([
-            "demo",
-            "--mode",
-            kind,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("demo starts");
-    let d = Demo { child, port };
-    let dl = Deadline::after(secs(10));
-    while !port_open(port).await {
-        assert!(!dl.expired(), "demo {kind} never listened");
-        sleep_ms(50).await;
+    for attempt in 1..=ATTEMPTS {
+        let (port, admin) = (free_port(), free_port());
+        let child = std::process::Command::new(bin())
+            .args([
+                "demo",
+                "--mode",
+                kind,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("demo starts");
+        let mut d = Demo { child, port };
+        let dl = Deadline::after(secs(10));
+        loop {
+            if port_open(port).await {
+                return d;
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                assert!(attempt < ATTEMPTS, "demo {kind} exited ({status}) at each of {ATTEMPTS} starts");
+                break;
+            }
+            assert!(!dl.expired(), "demo {kind} never listened");
+            sleep_ms(50).await;
+        }
     }
-    d
+    unreachable!("the last attempt returns or panics")
 }
 
 fn hit(text: &str) -> (String, u64) {
