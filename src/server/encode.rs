@@ -70,13 +70,14 @@ pub fn head(
     let mut trailer_fields: Option<Vec<HeaderName>> = None;
     let (mut wrote_len, mut wrote_date, mut te_not_chunked) = (false, false, false);
     let mut prev_len: Option<u64> = None;
-    // A line of values joined with ", " (length, codings, connection, trailer) is open.
-    let mut open: Option<HeaderName> = None;
+    // A line of values joined with ", " (length, codings, connection, trailer) is open: `Some`,
+    // and whether it is the `Transfer-Encoding` line.
+    let mut open: Option<bool> = None;
     let mut current: Option<HeaderName> = None;
     for (name, value) in parts.headers.drain() {
         if let Some(n) = name {
-            if let Some(o) = open.take() {
-                end_joined(dst, o == header::TRANSFER_ENCODING && te_not_chunked);
+            if let Some(te) = open.take() {
+                end_joined(dst, te && te_not_chunked);
             }
             current = Some(n);
         }
@@ -150,13 +151,13 @@ pub fn head(
             }
             _ => {}
         }
-        if let Some(o) = open.take() {
-            end_joined(dst, o == header::TRANSFER_ENCODING && te_not_chunked);
+        if let Some(te) = open.take() {
+            end_joined(dst, te && te_not_chunked);
         }
         push_line(dst, name.as_str(), value.as_bytes());
     }
-    if let Some(o) = open.take() {
-        end_joined(dst, o == header::TRANSFER_ENCODING && te_not_chunked);
+    if let Some(te) = open.take() {
+        end_joined(dst, te && te_not_chunked);
     }
     if !wrote_len {
         framing = match body {
@@ -244,11 +245,11 @@ fn add_close(headers: &mut HeaderMap) {
     }
 }
 
-fn open_joined(dst: &mut Vec<u8>, open: &mut Option<HeaderName>, name: &HeaderName, value: &HeaderValue) {
+fn open_joined(dst: &mut Vec<u8>, open: &mut Option<bool>, name: &HeaderName, value: &HeaderValue) {
     dst.extend_from_slice(name.as_str().as_bytes());
     dst.extend_from_slice(b": ");
     dst.extend_from_slice(value.as_bytes());
-    *open = Some(name.clone());
+    *open = Some(*name == header::TRANSFER_ENCODING);
 }
 
 fn add_joined(dst: &mut Vec<u8>, value: &HeaderValue) {
@@ -257,7 +258,7 @@ fn add_joined(dst: &mut Vec<u8>, value: &HeaderValue) {
 }
 
 /// Add `value` to the open line of `name`, or open one.
-fn join(dst: &mut Vec<u8>, open: &mut Option<HeaderName>, name: &HeaderName, value: &HeaderValue) {
+fn join(dst: &mut Vec<u8>, open: &mut Option<bool>, name: &HeaderName, value: &HeaderValue) {
     if open.is_some() {
         add_joined(dst, value);
     } else {
