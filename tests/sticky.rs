@@ -171,6 +171,37 @@ async fn previous_secrets_still_verify_after_key_rotation() {
     assert_eq!(stranger.session(&v).await, None, "an untrusted cookie got pinned");
 }
 
+/// A worker keeps the cookie values it verified (so a pinned client is not hashed again): a
+/// reload with a new secret must still refuse every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_new_secret_refuses_cookies_verified_before_it() {
+    let bs = three().await;
+    let config = |secret: &str| balancer(&refs(&bs)).set("session.secret", secret);
+    let lb = config(SECRET).start().await;
+    let c = plain_client();
+    let (backend, v) = fresh_session(&c, &lb, "/first").await;
+    let cookie = format!("{COOKIE}={v}");
+    for i in 0..4 {
+        let r = get_with(&c, &lb.url("/kept"), &[("cookie", &cookie)]).await;
+        assert!(r.set_cookie(COOKIE).is_none(), "request {i} before the reload: cookie replaced: {}", r.describe());
+        assert_eq!(r.backend().as_deref(), Some(backend.as_str()), "request {i} before the reload");
+    }
+
+    std::fs::write(&lb.config_path, config(SECRET_B).render(lb.port, lb.admin_port)).expect("rewrite config");
+    let r = lb.reload().await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let before = lb.metric("stickylb_cookie_rejected_total").await.unwrap_or(0.0);
+    for i in 0..4 {
+        let r = get_with(&c, &lb.url("/after-reload"), &[("cookie", &cookie)]).await;
+        assert_eq!(r.status, 200, "{}", r.describe());
+        let sc =
+            r.set_cookie(COOKIE).unwrap_or_else(|| panic!("request {i} after the reload: the old cookie was trusted"));
+        assert_ne!(cookie_value(&sc), v);
+    }
+    let after = lb.metric("stickylb_cookie_rejected_total").await.unwrap_or(0.0);
+    assert!(after >= before + 4.0, "stickylb_cookie_rejected_total went {before} -> {after} over 4 refused cookies");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_attributes_are_exactly_as_configured() {
     let bs = three().await;

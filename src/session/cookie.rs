@@ -7,7 +7,8 @@
 //! seconds) and the name of the backend it is pinned to, all under the signature, so nobody
 //! can forge or alter the backend a cookie names. Cookies of the first format (payload = the
 //! id alone) still verify, without a route. Signing and verifying are done here with HMAC states keyed once at
-//! start, which halves the hashing per request and allocates nothing but the id.
+//! start, which halves the hashing per request and allocates nothing but the id; a value a
+//! worker verified before is found in its kept values (`verified.rs`) without hashing.
 
 use crate::config::{SameSite, SessionConfig};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -37,7 +38,13 @@ pub struct CookieCodec {
     macs: Vec<Hmac<Sha256>>,
     /// `; Path=...; HttpOnly; ...`: everything of the `Set-Cookie` value after `name=value`.
     attributes: String,
+    /// Unique per codec built (each snapshot's): what the workers' kept verified cookies
+    /// ([`super::verified`]) were verified under.
+    generation: u64,
 }
+
+/// The last codec generation given out.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl CookieCodec {
     /// `secret` None = a random per-process key (cookies then do not survive a restart and
@@ -49,7 +56,8 @@ impl CookieCodec {
             .iter()
             .map(|k| Hmac::<Sha256>::new_from_slice(k.signing()).expect("HMAC takes a key of any length"))
             .collect();
-        CookieCodec { name: cfg.cookie.clone(), macs, attributes: attributes(cfg, tls) }
+        let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        CookieCodec { name: cfg.cookie.clone(), macs, attributes: attributes(cfg, tls), generation }
     }
 
     pub fn name(&self) -> &str {
@@ -111,8 +119,19 @@ impl CookieCodec {
 
     /// The session inside a cookie value, if its signature verifies with the current or a
     /// previous key and it has one of our payload formats. Anything else is treated as no
-    /// cookie at all.
+    /// cookie at all. A value this worker verified before under this codec is not hashed again
+    /// ([`super::verified`]).
     pub fn verify(&self, value: &str) -> Option<Verified> {
+        if let Some(kept) = super::verified::get(self.generation, value.as_bytes()) {
+            return Some(kept);
+        }
+        let verified = self.check(value)?;
+        super::verified::put(self.generation, value.as_bytes(), &verified);
+        Some(verified)
+    }
+
+    /// [`Self::verify`] without the kept values: the signature checked in full.
+    fn check(&self, value: &str) -> Option<Verified> {
         let (digest, payload) = (value.get(..DIGEST_B64_LEN)?, value.get(DIGEST_B64_LEN..)?);
         let verified = parse_payload(payload)?;
         let mut tag = [0u8; 33];
@@ -259,6 +278,26 @@ mod tests {
         let v = old.signed_value("0123456789abcdef0123456789abcdef");
         assert!(new.verify(&v).is_some());
         assert!(codec(B, &[]).verify(&v).is_none());
+    }
+
+    #[test]
+    fn a_cookie_kept_as_verified_is_rejected_by_a_codec_with_another_secret() {
+        let a = codec(A, &[]);
+        let v = a.signed_route_value(&CookieCodec::new_id(), &Route { backend: "app1".into(), created_ms: 5_000 });
+        assert!(a.verify(&v).is_some() && a.verify(&v).is_some(), "verified, then found kept");
+        assert!(codec(B, &[]).verify(&v).is_none(), "a reload with a new secret trusts nothing kept");
+        assert!(a.verify(&v).is_some());
+    }
+
+    #[test]
+    fn a_tampered_copy_of_a_kept_cookie_is_rejected() {
+        let c = codec(A, &[]);
+        let v = c.signed_route_value(&CookieCodec::new_id(), &Route { backend: "app1".into(), created_ms: 5_000 });
+        assert!(c.verify(&v).is_some());
+        let forged = v.replace("~app1", "~app2");
+        assert_eq!(forged.len(), v.len());
+        assert!(c.verify(&forged).is_none(), "same slot, other backend: checked in full and refused");
+        assert_eq!(c.verify(&v).unwrap().route.unwrap().backend, "app1");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod cookie;
 pub mod soap;
+mod verified;
 
 pub use self::cookie::{CookieCodec, Route, Verified, ID_LEN};
 
