@@ -283,7 +283,7 @@ mod tests {
 
     type Log = Rc<RefCell<Vec<String>>>;
 
-    /// The server's side of a connection, logging its first write.
+    /// The server's side of a connection, logging each write.
     struct Logged {
         io: DuplexStream,
         name: &'static str,
