@@ -346,15 +346,17 @@ impl<C: Counts, V: Value> Table<C, V> {
     /// The amortised sweep: drop the expired pins among the next [`SWEEP_STEP`] buckets.
     fn sweep_some(&self, pins: &mut Pins<V>, now: u32) {
         let buckets = pins.slots.num_buckets();
+        // The cursor may point past the end after a resize; it just starts over. (A division
+        // per bucket cost more than the rest of a new pin's insert.)
+        let mut i = if pins.cursor < buckets { pins.cursor } else { 0 };
         for _ in 0..SWEEP_STEP.min(buckets) {
-            // The cursor may point past the end after a resize; it just starts over.
-            let i = pins.cursor % buckets;
             match pins.slots.get(i) {
                 // The removal shifts the next pin of the run into bucket i: the cursor stays.
                 Some(s) if self.expired(s, now) => self.counts.removed(pins.slots.remove(i).value.id()),
-                _ => pins.cursor = i + 1,
+                _ => i = if i + 1 == buckets { 0 } else { i + 1 },
             }
         }
+        pins.cursor = i;
     }
 
     /// Drop the least recently used of [`EVICTION_SAMPLES`] pins found from a random bucket on
