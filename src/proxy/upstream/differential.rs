@@ -410,3 +410,24 @@ fn a_connection_value_outside_visible_ascii_closes_nothing() {
     assert_eq!(hyper.as_ref().map(|s| s.reused), Ok(true));
     assert_eq!(lean, hyper);
 }
+
+/// A parsed response head has room for the one field the proxy adds to most responses (a new
+/// session's `Set-Cookie`): adding it does not grow the map, which would allocate twice.
+#[test]
+fn a_response_head_has_room_for_one_more_field() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for fields in 0..12 {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        (0..fields).for_each(|i| head.extend_from_slice(format!("x-{i}: v\r\n").as_bytes()));
+        head.extend_from_slice(b"content-length: 0\r\n\r\n");
+        let map = rt.block_on(async {
+            let addr = backend(vec![head], true).await;
+            let parts = request(&Method::GET);
+            let mut h1 = H1::new(TcpStream::connect(addr).await.unwrap());
+            h1.write_request(Outgoing { parts: &parts, forwarding: None, host: "b", previous: None }).await.unwrap();
+            h1.read_head(false).await.unwrap().parts.headers
+        });
+        assert_eq!(map.len(), fields + 1);
+        assert!(map.capacity() > map.len(), "{} fields, room for {}", map.len(), map.capacity());
+    }
+}

@@ -220,7 +220,9 @@ fn invalid(e: httparse::Error) -> &'static str {
 fn build(bytes: Bytes, p: Parsed, spans: &Spans, head_request: bool) -> Result<Head, ReadError> {
     let status = StatusCode::from_u16(p.status).map_err(|_| ReadError::Invalid("invalid status"))?;
     let version = if p.version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
-    let mut headers = HeaderMap::with_capacity(spans.as_slice().len());
+    // One more than the backend sent: room for the `Set-Cookie` a new session's response gets
+    // (a map at capacity would allocate twice again to grow).
+    let mut headers = HeaderMap::with_capacity(spans.as_slice().len() + 1);
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
     // What framing needs, gathered on the way (no lookups afterwards).
