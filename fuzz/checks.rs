@@ -187,7 +187,7 @@ pub fn cookie(data: &[u8]) {
     let id = format!("{id:0<32}");
     let created_ms = input.u64();
     let name_len = input.byte() as usize * 2;
-    let route = Route { backend: backend_name(input.take(name_len)), created_ms };
+    let route = Route { backend: backend_name(input.take(name_len)).into(), created_ms };
     let set_cookie = codec.set_cookie(&id, &route);
     let set_cookie = set_cookie.to_str().expect("Set-Cookie is visible ASCII");
     let (pair, _attributes) = set_cookie.split_once(';').unwrap_or((set_cookie, ""));
@@ -372,7 +372,7 @@ pub fn config(data: &[u8]) {
         let Some(codec) = &policy.codec else { continue };
         let id = CookieCodec::new_id();
         for b in pool.backends() {
-            let route = Route { backend: b.name.to_string(), created_ms: 1_764_300_000_000 };
+            let route = Route { backend: b.name.clone(), created_ms: 1_764_300_000_000 };
             let set_cookie = codec.set_cookie(&id, &route);
             let value = codec.signed_route_value(&id, &route);
             assert!(set_cookie.as_bytes().starts_with(format!("{}={value}", codec.name()).as_bytes()));

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use cookie::{Cookie, Key};
 use hmac::{Hmac, Mac};
 use http::HeaderValue;
+use std::sync::Arc;
 use sha2::Sha256;
 
 /// Length of the base64 (padded) HMAC-SHA256 that starts a signed value.
@@ -66,13 +67,14 @@ impl CookieCodec {
 
     /// A fresh random session id.
     pub fn new_id() -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let bytes: [u8; ID_LEN / 2] = rand::random();
-        let mut s = String::with_capacity(ID_LEN);
-        for b in bytes {
-            s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
-            s.push(char::from_digit((b & 15) as u32, 16).unwrap_or('0'));
+        let mut hex = [0u8; ID_LEN];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
+            pair.copy_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
-        s
+        // Hex digits are text.
+        std::str::from_utf8(&hex).unwrap_or_default().to_owned()
     }
 
     /// The signed cookie value of the first format: the id alone, no route (tests, benches).
@@ -173,7 +175,8 @@ fn attributes(cfg: &SessionConfig, tls: bool) -> String {
 /// Where a cookie says its session lives: the backend's name and the session's creation time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub backend: String,
+    /// Shared: a route is cloned out of the kept verified cookies and into a plan.
+    pub backend: Arc<str>,
     /// Unix milliseconds (kept to the second in the cookie).
     pub created_ms: u64,
 }
@@ -228,7 +231,7 @@ fn parse_payload(payload: &str) -> Option<Verified> {
             return None;
         }
         let secs: u64 = created.parse().ok()?;
-        Some(Route { backend: backend.to_owned(), created_ms: secs.checked_mul(1000)? })
+        Some(Route { backend: Arc::from(backend), created_ms: secs.checked_mul(1000)? })
     };
     Some(Verified { id: id.to_owned(), route })
 }
@@ -257,6 +260,17 @@ mod tests {
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn new_ids_are_random_lowercase_hex_using_every_digit() {
+        let ids: Vec<String> = (0..64).map(|_| CookieCodec::new_id()).collect();
+        assert!(ids.iter().all(|id| is_id(id) && !id.bytes().any(|b| b.is_ascii_uppercase())), "{ids:?}");
+        let digits: std::collections::HashSet<u8> = ids.iter().flat_map(|id| id.bytes()).collect();
+        assert_eq!(digits.len(), 16);
+        let pairs_differ = ids.iter().any(|id| id.as_bytes().chunks(2).any(|p| p[0] != p[1]));
+        assert!(pairs_differ, "each byte's two nibbles are written, not one of them twice");
+        assert_ne!(ids[0], ids[1]);
+    }
 
     #[test]
     fn round_trip_and_tamper() {
@@ -297,7 +311,7 @@ mod tests {
         let forged = v.replace("~app1", "~app2");
         assert_eq!(forged.len(), v.len());
         assert!(c.verify(&forged).is_none(), "same slot, other backend: checked in full and refused");
-        assert_eq!(c.verify(&v).unwrap().route.unwrap().backend, "app1");
+        assert_eq!(c.verify(&v).unwrap().route.unwrap().backend.as_ref(), "app1");
     }
 
     #[test]

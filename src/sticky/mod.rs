@@ -35,7 +35,7 @@ pub struct Plan {
     created_ms: u64,
     /// Insert mode: the backend the client's cookie names (`None`: no cookie, or one of the
     /// first format); a `Set-Cookie` is sent when it is not `backend`.
-    cookie_names: Option<String>,
+    cookie_names: Option<Arc<str>>,
     /// The backend the session was moved away from (sent as `X-Stickylb-Previous-Backend`).
     pub previous: Option<Arc<str>>,
     /// The session already lived on `backend` (not a new or moved one).
@@ -274,7 +274,7 @@ impl Router<'_> {
         if session.mode != SessionMode::Insert || plan.cookie_names.as_deref() == Some(&*plan.backend.name) {
             return None;
         }
-        let route = Route { backend: plan.backend.name.to_string(), created_ms: plan.created_ms };
+        let route = Route { backend: plan.backend.name.clone(), created_ms: plan.created_ms };
         session.set_cookie(plan.key.as_deref()?, &route)
     }
 }

@@ -55,7 +55,7 @@ async fn new_insert_session_is_pinned_and_its_cookie_names_the_backend() {
     let plan = w.router().plan(Extracted::default()).await.unwrap();
     let cookie = w.router().learn(&plan, &HeaderMap::new()).await.expect("a new session gets a cookie");
     let v = w.verify(&cookie);
-    assert_eq!(v.route.as_ref().unwrap().backend, *plan.backend.name);
+    assert_eq!(*v.route.as_ref().unwrap().backend, *plan.backend.name);
     assert_eq!(w.store.get(&v.id).await.unwrap(), plan.backend.name);
 }
 
@@ -93,7 +93,7 @@ async fn table_pin_wins_over_the_cookie_and_a_new_cookie_follows() {
     let plan = w.router().plan(carrying(v)).await.unwrap();
     assert_eq!(plan.backend.name, other.name);
     let cookie = w.router().learn(&plan, &HeaderMap::new()).await.expect("the cookie named another backend");
-    assert_eq!(w.verify(&cookie).route.unwrap().backend, *other.name);
+    assert_eq!(*w.verify(&cookie).route.unwrap().backend, *other.name);
 }
 
 #[tokio::test]
