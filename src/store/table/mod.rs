@@ -26,7 +26,8 @@
 //! on each new pin (so churn cannot fill the table with dead pins), and by a full sweep when
 //! [`Table::len`] is asked (the admin API and metrics ask, so that session counts are current).
 //! A shard at its share of `max_entries` evicts, Redis-style, the least recently used of a
-//! few sampled pins.
+//! few sampled pins: those in the buckets the sweep has just walked (in cache, and as random as
+//! any, since a pin's bucket follows its key's hash).
 
 mod clock;
 mod slots;
@@ -335,20 +336,29 @@ impl<C: Counts, V: Value> Table<C, V> {
             (old.value, old.used, old.created) = (slot.value, slot.used, slot.created);
             return;
         }
-        self.sweep_some(pins, now);
+        let swept = self.sweep_some(pins, now);
+        // The first sample from where the sweep just looked: those buckets are in cache, and as
+        // random a sample as any (a pin's bucket follows its key's hash, not its age).
+        let mut from = Some(swept);
         while pins.slots.len() >= pins.cap {
-            self.evict_one(pins, now);
+            let start = from.take().unwrap_or_else(|| {
+                let buckets = pins.slots.num_buckets() as u64;
+                ((u64::from(pins.random()) * buckets) >> 32) as usize
+            });
+            self.evict_from(pins, start, now);
         }
         let limit = pins.cap;
         pins.slots.insert(key, slot, limit);
     }
 
-    /// The amortised sweep: drop the expired pins among the next [`SWEEP_STEP`] buckets.
-    fn sweep_some(&self, pins: &mut Pins<V>, now: u32) {
+    /// The amortised sweep: drop the expired pins among the next [`SWEEP_STEP`] buckets;
+    /// returns the first of them.
+    fn sweep_some(&self, pins: &mut Pins<V>, now: u32) -> usize {
         let buckets = pins.slots.num_buckets();
         // The cursor may point past the end after a resize; it just starts over. (A division
         // per bucket cost more than the rest of a new pin's insert.)
-        let mut i = if pins.cursor < buckets { pins.cursor } else { 0 };
+        let start = if pins.cursor < buckets { pins.cursor } else { 0 };
+        let mut i = start;
         for _ in 0..SWEEP_STEP.min(buckets) {
             match pins.slots.get(i) {
                 // The removal shifts the next pin of the run into bucket i: the cursor stays.
@@ -357,13 +367,13 @@ impl<C: Counts, V: Value> Table<C, V> {
             }
         }
         pins.cursor = i;
+        start
     }
 
-    /// Drop the least recently used of [`EVICTION_SAMPLES`] pins found from a random bucket on
-    /// (an expired one first). The shard must not be empty.
-    fn evict_one(&self, pins: &mut Pins<V>, now: u32) {
+    /// Drop the least recently used of [`EVICTION_SAMPLES`] pins found from bucket `i` on (an
+    /// expired one first). The shard must not be empty.
+    fn evict_from(&self, pins: &mut Pins<V>, mut i: usize, now: u32) {
         let buckets = pins.slots.num_buckets();
-        let mut i = ((u64::from(pins.random()) * buckets as u64) >> 32) as usize;
         let (mut victim, mut oldest, mut seen) = (None, 0u32, 0);
         for _ in 0..buckets {
             if let Some(s) = pins.slots.get(i) {

@@ -122,6 +122,36 @@ fn lru_eviction_spares_pins_in_use() {
     assert!((0..1024).filter(|i| t.get(t.key(&format!("first{i}"))).is_some()).count() < 200);
 }
 
+/// A full shard evicts one of the pins the sweep has just walked past (buckets in cache), not
+/// one from elsewhere in the array.
+#[test]
+fn a_full_shard_evicts_where_the_sweep_just_looked() {
+    let (t, _) = table(HOUR, HOUR, 2048);
+    (0..4096).for_each(|i| _ = t.update(t.key(&format!("fill{i}")), |_| Some(0)));
+    let shard = 3;
+    let keys = (0..).map(|i| t.key(&format!("new{i}"))).filter(|k| k.shard(t.mask) == shard);
+    for (round, key) in keys.take(20).enumerate() {
+        let (before, window) = {
+            let pins = lock(&t.shards[shard]);
+            assert_eq!(pins.slots.len(), pins.cap, "the shard is full");
+            let at: Vec<(usize, PinKey)> =
+                pins.slots.iter().map(|(i, _)| (i, pins.slots.key_at(i, shard as u8))).collect();
+            (at, (pins.cursor, pins.slots.num_buckets()))
+        };
+        t.update(key, |_| Some(1));
+        let pins = lock(&t.shards[shard]);
+        let now: std::collections::HashSet<PinKey> =
+            pins.slots.iter().map(|(i, _)| pins.slots.key_at(i, shard as u8)).collect();
+        let gone: Vec<usize> = before.iter().filter(|(_, k)| !now.contains(k)).map(|&(i, _)| i).collect();
+        let (cursor, buckets) = window;
+        let offset = |i: usize| (i + buckets - cursor % buckets) % buckets;
+        assert!(
+            gone.len() == 1 && offset(gone[0]) < SWEEP_STEP,
+            "round {round}: evicted from buckets {gone:?}, the sweep looked at {cursor}.. of {buckets}"
+        );
+    }
+}
+
 #[test]
 fn idle_pins_expire_and_lookups_refresh_them() {
     let (t, tally) = table(300, HOUR, 1000);
