@@ -16,8 +16,8 @@ use base64::Engine as _;
 use cookie::{Cookie, Key};
 use hmac::{Hmac, Mac};
 use http::HeaderValue;
-use std::sync::Arc;
 use sha2::Sha256;
+use std::sync::Arc;
 
 /// Length of the base64 (padded) HMAC-SHA256 that starts a signed value.
 const DIGEST_B64_LEN: usize = 44;
