@@ -355,8 +355,8 @@ impl<C: Counts, V: Value> Table<C, V> {
     /// returns the first of them.
     fn sweep_some(&self, pins: &mut Pins<V>, now: u32) -> usize {
         let buckets = pins.slots.num_buckets();
-        // The cursor may point past the end after a resize; it just starts over. (A division
-        // per bucket cost more than the rest of a new pin's insert.)
+        // The cursor may point past the end after a resize; it just starts over. (Not a
+        // division per bucket: those were a tenth of a new pin's `put`.)
         let start = if pins.cursor < buckets { pins.cursor } else { 0 };
         let mut i = start;
         for _ in 0..SWEEP_STEP.min(buckets) {
