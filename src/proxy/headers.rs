@@ -5,6 +5,7 @@
 //! header map it is given.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::cell::RefCell;
 
 // Statics, not consts: a `const` name is built (and its drop run) at each use.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -12,6 +13,40 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static PREVIOUS_BACKEND: HeaderName = HeaderName::from_static("x-stickylb-previous-backend");
+
+thread_local! {
+    /// Emptied request maps, kept on each worker's thread for a later backend response's
+    /// fields: the map a response is parsed into then allocates nothing.
+    static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+/// At most this many spare maps a thread, each of at most [`SPARE_MAX_CAPACITY`] fields (a
+/// request with hundreds of fields does not keep its large map alive).
+const SPARE_MAPS: usize = 4;
+const SPARE_MAX_CAPACITY: usize = 64;
+
+/// An empty map with room for `n` fields: a spare one when this thread has one.
+pub fn map_with_capacity(n: usize) -> HeaderMap {
+    match SPARE.with_borrow_mut(Vec::pop) {
+        Some(mut map) => {
+            map.reserve(n);
+            map
+        }
+        None => HeaderMap::with_capacity(n),
+    }
+}
+
+/// Keep `map`'s allocation (emptied) for [`map_with_capacity`].
+pub fn recycle(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > SPARE_MAX_CAPACITY {
+        return;
+    }
+    map.clear();
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_MAPS {
+            spare.push(map);
+        }
+    });
+}
 
 /// `token` is one of a `Connection` value's. Only a value of visible ASCII is read, as hyper
 /// reads it (`HeaderValue::to_str`). `v` is as httparse passed it: tabs, spaces, visible ASCII
@@ -42,6 +77,14 @@ pub fn last_coding_is_chunked(v: &HeaderValue) -> bool {
 /// One more Content-Length field: every comma-separated part must be the same number.
 pub fn add_length(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
     if let Some(Err(())) = found {
+        return;
+    }
+    let b = v.as_bytes();
+    if !b.is_empty() && b.len() <= 19 && b.iter().all(u8::is_ascii_digit) {
+        // The usual value, one number (19 digits cannot overflow): read without the general
+        // path's UTF-8 check, split and trim, which were most of its cost.
+        let n = b.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        *found = Some(if found.is_none_or(|f| f == Ok(n)) { Ok(n) } else { Err(()) });
         return;
     }
     let Ok(s) = v.to_str() else {
@@ -202,6 +245,94 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+
+    /// `add_length` as it was before its fast path: the general path alone.
+    fn add_length_general(found: &mut Option<Result<u64, ()>>, v: &HeaderValue) {
+        if let Some(Err(())) = found {
+            return;
+        }
+        let Ok(s) = v.to_str() else {
+            *found = Some(Err(()));
+            return;
+        };
+        for part in s.split(',').map(str::trim) {
+            let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+            match part.parse::<u64>() {
+                Ok(n) if digits && found.is_none_or(|f| f == Ok(n)) => *found = Some(Ok(n)),
+                _ => {
+                    *found = Some(Err(()));
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn content_lengths_read_as_the_general_path_reads_them() {
+        let values: &[&[u8]] = &[
+            b"0",
+            b"5",
+            b"007",
+            b"12345",
+            b"1844674407370955161",
+            b"9999999999999999999",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"00000000000000000001",
+            b"",
+            b" 5",
+            b"5 ",
+            b"5,5",
+            b"5, 5",
+            b"5, 6",
+            b"+5",
+            b"-5",
+            b"5a",
+            b"0x5",
+            b",",
+            b"5,",
+            b"\t5",
+            b"\xff5",
+        ];
+        let mut firsts = vec![None, Some(Ok(5)), Some(Ok(6)), Some(Err(()))];
+        firsts.extend(values.iter().map(|v| {
+            let mut f = None;
+            add_length_general(&mut f, &HeaderValue::from_bytes(v).unwrap());
+            f
+        }));
+        for first in &firsts {
+            for v in values {
+                let v = HeaderValue::from_bytes(v).unwrap();
+                let (mut fast, mut general) = (*first, *first);
+                add_length(&mut fast, &v);
+                add_length_general(&mut general, &v);
+                assert_eq!(fast, general, "{v:?} after {first:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_recycled_map_comes_back_empty_with_its_room() {
+        let mut used = HeaderMap::with_capacity(40);
+        used.append(header::HOST, HeaderValue::from_static("a"));
+        let room = used.capacity();
+        assert!(room > HeaderMap::<HeaderValue>::with_capacity(2).capacity());
+        recycle(used);
+        let again = map_with_capacity(2);
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), room, "the recycled map, not a new one");
+        assert_eq!(
+            map_with_capacity(2).capacity(),
+            HeaderMap::<HeaderValue>::with_capacity(2).capacity(),
+            "only one was kept"
+        );
+    }
+
+    #[test]
+    fn a_large_map_is_not_kept() {
+        recycle(HeaderMap::with_capacity(500));
+        assert_eq!(map_with_capacity(1).capacity(), HeaderMap::<HeaderValue>::with_capacity(1).capacity());
+    }
 
     /// A header map of `lines`, in order (repeated names appended).
     pub(in crate::proxy) fn map(lines: &[(&'static str, &'static str)]) -> HeaderMap {

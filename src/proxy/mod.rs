@@ -100,7 +100,7 @@ struct Outcome {
 /// are answered.
 pub async fn handle(
     shared: &Shared,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Option<Incoming>,
     conn: &ClientConn,
 ) -> Response<ResponseBody> {
@@ -110,7 +110,10 @@ pub async fn handle(
     // Only for the access log, and a reference-counted clone rather than a copy.
     let path = if snap.config.log.access_log { parts.uri.path_and_query().cloned() } else { None };
     let router = Router { snap: &snap, store: &shared.store, metrics: &shared.metrics };
-    let (response, outcome) = match serve(&router, parts, body, conn, started).await {
+    let served = serve(&router, &mut parts, body, conn, started).await;
+    // Its emptied map holds a later backend response's fields (no allocation for those).
+    headers::recycle(std::mem::take(&mut parts.headers));
+    let (response, outcome) = match served {
         Ok((resp, backend)) => {
             let status = resp.status().as_u16();
             (resp, Outcome { backend: Some(backend), status })
@@ -157,26 +160,26 @@ impl From<ProxyError> for Refusal {
 /// Serve one request: plan, forward (replanning after failures), respond.
 async fn serve(
     router: &Router<'_>,
-    mut parts: http::request::Parts,
+    parts: &mut http::request::Parts,
     body: Option<Incoming>,
     conn: &ClientConn,
     started: Instant,
 ) -> Result<(Response<ResponseBody>, Arc<str>), Refusal> {
     let snap: &Snapshot = router.snap;
     let cfg = &snap.config;
-    request::check_limits(&parts, &cfg.server)?;
+    request::check_limits(parts, &cfg.server)?;
     let mut session = snap.session.extract(&mut parts.headers, &parts.uri);
     if session.rejected {
         router.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let mut upgrade = UpgradeRequest::take(&mut parts);
+    let mut upgrade = UpgradeRequest::take(parts);
     let trusted = !cfg.server.trusted.is_empty() && cfg.server.trusted.iter().any(|r| r.contains(conn.peer.ip()));
-    let forwarding = request::prepare(&mut parts, conn.peer, conn.proto, trusted)?;
+    let forwarding = request::prepare(parts, conn.peer, conn.proto, trusted)?;
     if let Some(u) = &upgrade {
         u.restore_headers(&mut parts.headers);
     }
     let body = RequestBody::new(body, cfg.server.max_body_bytes);
-    if snap.session.mode == SessionMode::Soap && soap::inspects_request(&parts) {
+    if snap.session.mode == SessionMode::Soap && soap::inspects_request(parts) {
         soap::request_key(&body, cfg.session.soap_max_bytes, &mut session).await?;
     }
     let mut plan = router
@@ -186,7 +189,7 @@ async fn serve(
     let deadline = started + cfg.server.request_timeout;
     loop {
         let failure = match forward::attempt(
-            &parts,
+            parts,
             &forwarding,
             &body,
             &plan,

@@ -19,8 +19,9 @@ use super::decode::Framing;
 use super::spans::{Span, Spans, STACK_HEADERS};
 use crate::proxy::headers::{add_length, has_token, last_coding_is_chunked, push_line as line};
 use bytes::{Bytes, BytesMut};
-use http::{header, request, HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use http::{header, request, HeaderName, HeaderValue, StatusCode, Version};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
@@ -180,10 +181,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Re
 }
 
 fn locate(buf: &[u8], spans: &mut Spans) -> Result<Option<Parsed>, ReadError> {
-    let mut small = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // Not initialised first (1.5 KB): httparse writes the lines it returns.
+    let mut small = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     match locate_with(buf, &mut small, spans) {
         Err(httparse::Error::TooManyHeaders) => {
-            let mut large = vec![httparse::EMPTY_HEADER; crate::proxy::MAX_HEADER_LINES];
+            let mut large = vec![MaybeUninit::uninit(); crate::proxy::MAX_HEADER_LINES];
             locate_with(buf, &mut large, spans)
         }
         r => r,
@@ -193,11 +195,13 @@ fn locate(buf: &[u8], spans: &mut Spans) -> Result<Option<Parsed>, ReadError> {
 
 fn locate_with<'b>(
     buf: &'b [u8],
-    headers: &mut [httparse::Header<'b>],
+    headers: &mut [MaybeUninit<httparse::Header<'b>>],
     spans: &mut Spans,
 ) -> Result<Option<Parsed>, httparse::Error> {
-    let mut r = httparse::Response::new(headers);
-    let httparse::Status::Complete(len) = r.parse(buf)? else { return Ok(None) };
+    let mut r = httparse::Response::new(&mut []);
+    // The default configuration, as `Response::parse` uses.
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut r, buf, headers)?;
+    let httparse::Status::Complete(len) = parsed else { return Ok(None) };
     spans.fill(r.headers.iter().map(|h| (Span::of(buf, h.name.as_bytes()), Span::of(buf, h.value))));
     Ok(Some(Parsed {
         len,
@@ -222,7 +226,7 @@ fn build(bytes: Bytes, p: Parsed, spans: &Spans, head_request: bool) -> Result<H
     let version = if p.version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
     // One more than the backend sent: room for the `Set-Cookie` a new session's response gets
     // (a map at capacity would allocate twice again to grow).
-    let mut headers = HeaderMap::with_capacity(spans.as_slice().len() + 1);
+    let mut headers = crate::proxy::headers::map_with_capacity(spans.as_slice().len() + 1);
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
     // What framing needs, gathered on the way (no lookups afterwards).
