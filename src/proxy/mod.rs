@@ -201,7 +201,11 @@ async fn serve(
             Ok(resp) => {
                 plan.backend.health.record_success();
                 let name = plan.backend.name.clone();
-                return Ok((respond::respond(router, resp, &plan, upgrade.take(), conn).await, name));
+                let response = match respond::respond(router, resp, &plan, upgrade.take(), conn) {
+                    respond::Responded::Now(response) => response,
+                    respond::Responded::Later(response) => response.await,
+                };
+                return Ok((response, name));
             }
             Err(AttemptError::Request(e)) => return Err(e.into()),
             Err(AttemptError::Backend { failure, resent }) => {

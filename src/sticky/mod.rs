@@ -260,17 +260,35 @@ impl Router<'_> {
 
     /// What the backend's response teaches: pins for ids a backend issued (learn / header),
     /// and the insert cookie to send when the client's does not name the session's backend.
+    /// [`Router::learned`], kept ([`Router::keep`]), then [`Router::insert_cookie`].
     pub async fn learn(&self, plan: &Plan, headers: &HeaderMap) -> Option<HeaderValue> {
-        let session = &self.snap.session;
-        match session.learn(headers) {
-            Some(Learned::Pin(id)) => pins::pin(self.store, &id, &plan.backend.name).await,
-            Some(Learned::Forget) => {
+        if let Some(learned) = self.learned(headers) {
+            self.keep(plan, learned).await;
+        }
+        self.insert_cookie(plan)
+    }
+
+    /// Whether the backend's response issued or deleted an id (learn and header modes): the
+    /// proxy awaits [`Router::keep`] only then.
+    pub fn learned(&self, headers: &HeaderMap) -> Option<Learned> {
+        self.snap.session.learn(headers)
+    }
+
+    /// Pin an id the backend issued, or forget the request's.
+    pub async fn keep(&self, plan: &Plan, learned: Learned) {
+        match learned {
+            Learned::Pin(id) => pins::pin(self.store, &id, &plan.backend.name).await,
+            Learned::Forget => {
                 if let Some(k) = &plan.key {
                     pins::unpin(self.store, k).await;
                 }
             }
-            None => {}
         }
+    }
+
+    /// The insert cookie to send when the client's does not name the session's backend.
+    pub fn insert_cookie(&self, plan: &Plan) -> Option<HeaderValue> {
+        let session = &self.snap.session;
         if session.mode != SessionMode::Insert || plan.cookie_names.as_deref() == Some(&*plan.backend.name) {
             return None;
         }
