@@ -38,24 +38,25 @@ pub struct Forwarding {
 pub fn forwarding(headers: &mut HeaderMap, seen: &Seen, client: SocketAddr, proto: &'static str) -> Forwarding {
     let mut ip = Line::default();
     ip.push_ip(client.ip());
-    let ip = ip.as_str();
+    let ip = ip.as_bytes();
     let mut text = Line::default();
     push_list_so_far(&mut text, headers, &X_FORWARDED_FOR, seen.forwarded_for);
-    text.push(ip);
+    text.push_bytes(ip);
     let xff_len = text.as_bytes().len();
     push_list_so_far(&mut text, headers, &FORWARDED, seen.forwarded);
     if client.is_ipv6() {
         text.push("for=\"[");
-        text.push(ip);
+        text.push_bytes(ip);
         text.push("]\"");
     } else {
         text.push("for=");
-        text.push(ip);
+        text.push_bytes(ip);
     }
-    if let Some(h) = seen.host.as_ref().and_then(|h| h.to_str().ok()) {
-        if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+    if let Some(h) = seen.host.as_ref().map(HeaderValue::as_bytes) {
+        // Visible ASCII only (what `to_str` would also require), and nothing a quoted string escapes.
+        if h.iter().all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
             text.push(";host=\"");
-            text.push(h);
+            text.push_bytes(h);
             text.push("\"");
         }
     }
@@ -188,6 +189,7 @@ impl Line {
         }
     }
 
+    #[cfg(test)]
     fn as_str(&self) -> &str {
         // Only text is ever pushed.
         std::str::from_utf8(self.as_bytes()).unwrap_or("")
@@ -239,6 +241,17 @@ mod tests {
         assert_eq!(h.get_all("forwarded").iter().count(), 1);
         assert!(!h.contains_key("x-forwarded-host"), "{h:?}");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn a_host_a_quoted_string_cannot_carry_is_left_out_of_forwarded() {
+        for host in [&b"a\"b.test"[..], b"a\\b.test", b"a b.test", b"a\tb.test", b"caf\xc3\xa9.test", b"\xffx.test"] {
+            let mut h = HeaderMap::new();
+            h.insert("host", HeaderValue::from_bytes(host).unwrap());
+            let seen = Seen::of(&h);
+            add_forwarded(&mut h, &seen, "127.0.0.1:5000".parse().unwrap(), "http");
+            assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http", "{host:?}");
+        }
     }
 
     #[test]

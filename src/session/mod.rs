@@ -106,7 +106,7 @@ impl SessionPolicy {
                 }
                 present = true;
                 if out.key.is_none() {
-                    if let Some(v) = std::str::from_utf8(value).ok().and_then(|v| codec.verify(v)) {
+                    if let Some(v) = codec.verify(value) {
                         out.key = Some(v.id);
                         out.route = v.route;
                     }
