@@ -167,14 +167,30 @@ impl SessionPolicy {
 
 /// The `;`-separated pieces of a Cookie header, trimmed.
 fn segments(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    bytes.split(|&b| b == b';').map(<[u8]>::trim_ascii)
+    // `split` on `;`, with the separator found by `memchr` (a ~100-byte cookie was searched a
+    // byte at a time, a visible share of a pinned request's instructions).
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        Some(match memchr::memchr(b';', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                &r[..i]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        })
+    })
+    .map(<[u8]>::trim_ascii)
 }
 
 /// A piece's name and value (RFC 6265 5.4), without parsing what does not matter here:
 /// whitespace around both is trimmed, and a value's surrounding quotes removed. Bytes, not
 /// text: another cookie's non-ASCII value (UTF-8 in the wild) must not hide ours.
 fn name_value(pair: &[u8]) -> Option<(&[u8], &[u8])> {
-    let eq = pair.iter().position(|&b| b == b'=')?;
+    let eq = memchr::memchr(b'=', pair)?;
     let value = pair[eq + 1..].trim_ascii();
     let value = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
     Some((pair[..eq].trim_ascii(), value))
@@ -238,6 +254,16 @@ mod tests {
             h.append(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn cookie_segments_are_what_splitting_on_semicolons_gives() {
+        for v in
+            [&b""[..], b";", b";;", b"a", b"a;b", b" a ; b ", b"a;", b";a", b"a=1; b=2;; c", b"x=\"q;r\"", b"\xff;\t;"]
+        {
+            let expected: Vec<&[u8]> = v.split(|&b| b == b';').map(<[u8]>::trim_ascii).collect();
+            assert_eq!(segments(v).collect::<Vec<_>>(), expected, "{v:?}");
+        }
     }
 
     #[test]
