@@ -123,6 +123,7 @@ impl CookieCodec {
     /// previous key and it has one of our payload formats. Anything else is treated as no
     /// cookie at all. A value this worker verified before under this codec is not hashed again
     /// ([`super::verified`]).
+    ///
     /// Bytes, as a `Cookie` field holds them: a kept value is matched as they are, and only a
     /// value checked in full is read as text (for a pinned client, that UTF-8 check of its
     /// cookie cost more than matching it).
