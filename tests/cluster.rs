@@ -107,6 +107,31 @@ async fn a_session_made_through_one_instance_keeps_its_backend_through_the_other
     assert_eq!(redis.keys(&pin_pattern()).await.len(), 100, "every pin is in Redis");
 }
 
+/// How many times Redis ran `command` since its statistics were reset.
+async fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let info: String = redis.query(redis::cmd("INFO").arg("commandstats")).await.expect("INFO");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap_or_default().parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_costs_redis_one_command_and_its_later_requests_none() {
+    let redis = RedisServer::start().await;
+    let bs = three().await;
+    let a = instance(&bs, &redis.url()).start().await;
+    served_by(&User::new(), &a, "/first").await;
+    let _: () = redis.query(redis::cmd("CONFIG").arg("RESETSTAT")).await.expect("RESETSTAT");
+    let users = sessions(&a, 20).await;
+    for (i, (u, backend)) in users.iter().enumerate() {
+        assert_eq!(&served_by(u, &a, &format!("/again/{i}")).await, backend, "session {i}");
+    }
+    assert_eq!(calls(&redis, "set").await, 20, "one SET NX a new session");
+    assert_eq!(calls(&redis, "get").await, 0, "no read-back of a pin just made, no read of a cached one");
+    assert_eq!(redis.keys(&pin_pattern()).await.len(), 21);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reassignment_through_one_instance_reaches_the_other_within_100ms() {
     let redis = RedisServer::start().await;

@@ -68,16 +68,22 @@ impl Inner {
         Some(raw.as_deref().and_then(PinValue::decode))
     }
 
-    /// `SET key value NX PX ttl` then `GET key`: the pin that holds afterwards (ours if we
-    /// won), or `Some(None)` if none does; `None` if Redis could not be asked.
+    /// `SET key value NX PX ttl`, and `GET key` only if a pin held already: the pin that holds
+    /// afterwards (ours if we won), or `Some(None)` if none does; `None` if Redis could not be
+    /// asked. A new session's id is fresh, so its pin costs Redis one command; a learned id
+    /// another instance pinned first costs a second round trip.
     pub(super) async fn set_if_absent(&self, key: &str, value: &PinValue) -> Option<Option<String>> {
         let ttl = pin::ttl(value.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime)?;
         let redis_key = self.keys.pin(key);
-        let mut set = redis::pipe();
-        set.cmd("SET").arg(&redis_key).arg(value.encode()).arg("NX").arg("PX").arg(ttl.as_millis() as u64).ignore();
-        set.get(&redis_key);
-        let (held,): (Option<String>,) = self.call(|c| pipe_query(&set, c)).await?;
-        Some(held)
+        let ours = value.encode();
+        let mut set = redis::cmd("SET");
+        set.arg(&redis_key).arg(&ours).arg("NX").arg("PX").arg(ttl.as_millis() as u64);
+        if self.call(|c| cmd_query::<bool>(&set, c)).await? {
+            return Some(Some(ours));
+        }
+        let mut get = redis::cmd("GET");
+        get.arg(&redis_key);
+        self.call(|c| cmd_query::<Option<String>>(&get, c)).await
     }
 
     /// Overwrite the pin and tell the other instances, atomically (one script) so that the event
