@@ -169,6 +169,24 @@ async fn slow_clients_holding_every_slot_do_not_keep_a_normal_client_waiting() {
     drop(slow);
 }
 
+/// A connection accepted a moment ago has not had the time to be slow: a newer one at the limit
+/// waits rather than close it before its request arrives (with two workers, a readiness probe
+/// accepted by the other worker did just that to a test's first connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_limit_a_connection_just_opened_is_not_closed_by_a_newer_one() {
+    let bs = TestBackend::start_many(&["app1"]).await;
+    let lb = balancer(&[&bs[0]]).set("server.max_connections", 1).set("server.threads", 2).start().await;
+    let mut first = RawConn::connect(lb.addr()).await;
+    sleep_ms(10).await;
+    let mut second = RawConn::connect(lb.addr()).await;
+    sleep_ms(30).await;
+    first.send(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(first.response().await.status, 200, "the first connection was served");
+    drop(first);
+    second.send(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(second.response().await.status, 200, "the second one took the slot after it");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_two_workers_logs_the_real_number_of_open_connections() {
     let bs = TestBackend::start_many(&["app1"]).await;
