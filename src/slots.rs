@@ -107,7 +107,7 @@ impl Slots {
     /// A slot for a newly accepted connection: at once if one is free; at the limit, after
     /// evicting the oldest connection that has not started a request (if any, once it is
     /// older than [`EVICTION_GRACE`]; else it waits for a slot to free), looking again every
-    /// [`ASK_AGAIN`] while it waits. `None` once the slots are closed (shutdown).
+    /// 100 ms while it waits. `None` once the slots are closed (shutdown).
     pub async fn acquire(self: &Arc<Self>) -> Option<Held> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
