@@ -260,7 +260,9 @@ impl Router<'_> {
 
     /// What the backend's response teaches: pins for ids a backend issued (learn / header),
     /// and the insert cookie to send when the client's does not name the session's backend.
-    /// [`Router::learned`], kept ([`Router::keep`]), then [`Router::insert_cookie`].
+    /// [`Router::learned`], kept ([`Router::keep`]), then [`Router::insert_cookie`], as the
+    /// proxy's `respond` composes them; the decision's tests take them together.
+    #[cfg(test)]
     pub async fn learn(&self, plan: &Plan, headers: &HeaderMap) -> Option<HeaderValue> {
         if let Some(learned) = self.learned(headers) {
             self.keep(plan, learned).await;
