@@ -63,7 +63,7 @@ TOML
   start "lb$k" taskset -c 0 "${BINS[$k]}" --config "$TMP/lb$k.toml"
   LB_PID+=("${PIDS[-1]}"); LB_PORT+=("$port")
   wait_port "$port" "lb$k"
-  LB_COOKIE+=("$(curl -s -D - "http://127.0.0.1:$port/" | tr -d '\r' | grep -io 'set-cookie: STICKYLB=[^;]*' | cut -d' ' -f2)")
+  LB_COOKIE+=("$(stickylb_cookie "$port")")
   [ -n "${LB_COOKIE[-1]}" ] || { echo "ERROR: ${BINS[$k]} set no STICKYLB cookie" >&2; exit 1; }
 done
 TICK=$(getconf CLK_TCK)

@@ -52,10 +52,9 @@ if [ -x "$FLOOR_BIN" ]; then
 else
   echo "# no floor: $FLOOR_BIN missing (cargo build --profile dist --example floor)"
 fi
-cookie() { curl -s -D - "http://127.0.0.1:$1/" | tr -d '\r' | grep -io 'set-cookie: STICKYLB=[^;]*' | cut -d' ' -f2; }
-COOKIE=$(cookie "$LB")
+COOKIE=$(stickylb_cookie "$LB")
 [ -n "$COOKIE" ] || { echo "ERROR: no STICKYLB cookie set" >&2; exit 1; }
-[ -z "$RED_PID" ] || RED_COOKIE=$(cookie "$LR")
+[ -z "$RED_PID" ] || RED_COOKIE=$(stickylb_cookie "$LR")
 TICK=$(getconf CLK_TCK)
 
 # row NAME PID URL [wrk args]: one warm-up second, then a measured run; prints

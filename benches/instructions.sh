@@ -28,7 +28,7 @@ stickylb_bench_config "$TMP/stickylb.toml" "$LB" "$ADMIN" "$BE1" "$BE2" "$BE3"
 start stickylb valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$STICKYLB_BIN" --config "$TMP/stickylb.toml"
 wait_port "$LB" stickylb
 VG_PID=${PIDS[-1]}
-COOKIE=$(curl -s -D - "http://127.0.0.1:$LB/" | tr -d '\r' | grep -io 'set-cookie: STICKYLB=[^;]*' | cut -d' ' -f2)
+COOKIE=$(stickylb_cookie "$LB")
 [ -n "$COOKIE" ] || { echo "ERROR: no STICKYLB cookie set" >&2; exit 1; }
 
 measure() { # name [wrk args...]

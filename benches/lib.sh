@@ -101,6 +101,11 @@ backend be
 CFG
 }
 
+# stickylb_cookie PORT: the STICKYLB=value pair a new session through stickylb on PORT gets.
+stickylb_cookie() {
+  curl -s -D - "http://127.0.0.1:$1/" | tr -d '\r' | grep -io 'set-cookie: STICKYLB=[^;]*' | cut -d' ' -f2
+}
+
 # stickylb_bench_config FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT...: stickylb with one worker,
 # insert mode, access log and health checks off, one backend per port (app1, app2, ...).
 stickylb_bench_config() {
