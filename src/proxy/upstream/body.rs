@@ -20,7 +20,7 @@ pub enum Body {
 /// A body read by the lean client: the connection travels with it, and goes back to the pool
 /// only once the body ended where the next response can start.
 pub struct LeanBody {
-    conn: Option<H1>,
+    conn: Option<Box<H1>>,
     decoder: Decoder,
     keep_alive: bool,
 }
@@ -32,14 +32,14 @@ impl std::fmt::Debug for LeanBody {
 }
 
 impl LeanBody {
-    pub fn new(conn: H1, decoder: Decoder, keep_alive: bool) -> LeanBody {
+    pub fn new(conn: Box<H1>, decoder: Decoder, keep_alive: bool) -> LeanBody {
         LeanBody { conn: Some(conn), decoder, keep_alive }
     }
 }
 
 impl Body {
     /// The lean connection, if its body ended cleanly and it may carry another request.
-    pub fn take_conn(&mut self) -> Option<H1> {
+    pub fn take_conn(&mut self) -> Option<Box<H1>> {
         match self {
             Body::Lean(b) if b.keep_alive && b.decoder.ended_cleanly() => b.conn.take(),
             _ => None,

@@ -44,7 +44,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 thread_local! {
     /// Idle connections of each client, by backend authority (`host:port`, as configured).
     static HYPER: RefCell<Pool<SendRequest<UpstreamBody>>> = RefCell::new(Pool::new());
-    static LEAN: RefCell<Pool<H1>> = RefCell::new(Pool::new());
+    static LEAN: RefCell<Pool<Box<H1>>> = RefCell::new(Pool::new());
 }
 
 impl Pooled for SendRequest<UpstreamBody> {
@@ -63,7 +63,7 @@ impl Pooled for SendRequest<UpstreamBody> {
     }
 }
 
-impl Pooled for H1 {
+impl Pooled for Box<H1> {
     fn status(&self) -> Status {
         if self.is_usable() {
             Status::Ready
@@ -87,7 +87,7 @@ pub enum Client {
 enum Kind {
     Hyper(SendRequest<UpstreamBody>),
     /// The lean connection; it travels with the response body once a response came.
-    Lean(Option<H1>),
+    Lean(Option<Box<H1>>),
 }
 
 /// A connection to one backend, checked out of this thread's pool or newly opened.
