@@ -22,7 +22,6 @@ use std::time::Duration;
 use stickylb::proxy::upstream::{Body, Client, Conn, Outgoing};
 use stickylb::server::h1;
 use stickylb::shutdown::Shutdown;
-use stickylb::wait::Sleeps;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -57,7 +56,6 @@ fn worker(listen: SocketAddr, backends: Vec<Authority>) {
                 let mut stream = stream;
                 // Never triggered (a dropped trigger would stop the connection).
                 let (_trigger, shutdown) = Shutdown::new();
-                let sleeps = Sleeps::new();
                 let limits = h1::Limits { head_timeout: Duration::from_secs(60), max_buf: 16 * 1024 };
                 let handle = |parts| {
                     let i = next.get();
@@ -65,7 +63,7 @@ fn worker(listen: SocketAddr, backends: Vec<Authority>) {
                     forward(parts, backends[i % backends.len()].clone())
                 };
                 // A request this path does not serve ends the connection.
-                let _ = h1::serve(&mut stream, limits, &sleeps, &shutdown, handle).await;
+                let _ = h1::serve(&mut stream, limits, &shutdown, handle).await;
             });
         }
     });

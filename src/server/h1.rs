@@ -18,15 +18,14 @@ use super::encode::{self, Framing};
 use super::head::{self, Parsed};
 use crate::proxy::upstream::spans::Spans;
 use crate::shutdown::Shutdown;
-use crate::wait::{Rare, Sleeps};
+use crate::wait::Rare;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Response};
 use http_body::{Body, Frame};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Room made in the read buffer before a read.
@@ -62,15 +61,8 @@ impl Limits {
 }
 
 /// Serve `io`'s requests with `handle` until the connection ends or hyper must take it over.
-/// `sleeps` are the connection's timers; `shutdown` closes it when idle, and makes the
-/// response in flight its last.
-pub async fn serve<I, B, H, F>(
-    io: &mut I,
-    limits: Limits,
-    sleeps: &Arc<Sleeps>,
-    shutdown: &Shutdown,
-    mut handle: H,
-) -> End
+/// `shutdown` closes it when idle, and makes the response in flight its last.
+pub async fn serve<I, B, H, F>(io: &mut I, limits: Limits, shutdown: &Shutdown, mut handle: H) -> End
 where
     I: AsyncRead + AsyncWrite + Unpin,
     H: FnMut(http::request::Parts) -> F,
@@ -87,8 +79,11 @@ where
     let mut spans = Spans::new();
     // The last response's emptied map carries the next request's fields (as hyper does).
     let mut headers = HeaderMap::new();
+    // The head timer: one sleep for the connection's life, moved on for each head awaited
+    // (moving a registered sleep to a later deadline only stores it; no lock, no shared list).
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
-        let mut timer = None;
+        let mut armed = false;
         let request = loop {
             match head::parse(&mut buf, &mut headers, &mut spans) {
                 Parsed::Request(r) => break r,
@@ -99,7 +94,15 @@ where
             if buf.capacity() - buf.len() < READ_SIZE / 4 {
                 buf.reserve(READ_SIZE);
             }
-            let timer = timer.get_or_insert_with(|| sleeps.until(Instant::now() + head_timeout));
+            if !armed {
+                let deadline = tokio::time::Instant::now() + head_timeout;
+                match &mut timer {
+                    Some(t) => t.as_mut().reset(deadline),
+                    None => timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+                armed = true;
+            }
+            let timer = timer.as_mut().expect("armed above");
             let idle = buf.is_empty();
             let read = tokio::select! {
                 biased;
@@ -115,7 +118,6 @@ where
                 Err(_) => return End::Closed,
             }
         };
-        drop(timer);
         let head_request = request.parts.method == Method::HEAD;
         let response = handle(request.parts).await;
         let keep_alive = request.keep_alive && !shutdown.is_stopping();
@@ -333,7 +335,7 @@ mod tests {
                 let (log, shutdown) = (log.clone(), shutdown.clone());
                 servers.push(tokio::task::spawn_local(async move {
                     let mut io = Logged { io: server, name, log: log.clone() };
-                    serve(&mut io, limits, &Sleeps::new(), &shutdown, |_| {
+                    serve(&mut io, limits, &shutdown, |_| {
                         log.borrow_mut().push(format!("handled {name}"));
                         std::future::ready(Response::new(http_body_util::Full::new(Bytes::from_static(b"ok"))))
                     })
@@ -353,5 +355,42 @@ mod tests {
         let handled_b = log.iter().position(|l| l == "handled b").expect("b handled");
         let wrote_a = log.iter().position(|l| l == "write a").expect("a written");
         assert!(handled_b < wrote_a, "a was written before b (ready in the same poll) was handled: {log:?}");
+    }
+
+    /// The connection's one head timer is moved on for each head: a handler slower than the
+    /// head timeout (the timer's old deadline passes meanwhile) does not close the connection,
+    /// the next head gets the whole timeout, and an idle connection still closes after it.
+    #[test]
+    fn each_head_gets_the_whole_head_timeout_even_after_a_handler_slower_than_it() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let (_trigger, shutdown) = Shutdown::new();
+            let head_timeout = Duration::from_millis(150);
+            let limits = Limits { head_timeout, max_buf: 65536 };
+            let (mut client, mut server) = duplex(4096);
+            let served = tokio::spawn(async move {
+                serve(&mut server, limits, &shutdown, |_| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Response::new(http_body_util::Full::new(Bytes::from_static(b"ok")))
+                })
+                .await
+            });
+            let mut answer = [0u8; 256];
+            let mut answered = std::time::Instant::now();
+            for round in 0..2 {
+                client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("request");
+                let n = client.read(&mut answer).await.expect("response");
+                let text = String::from_utf8_lossy(&answer[..n]);
+                assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("ok"), "round {round}: {text:?}");
+                answered = std::time::Instant::now();
+                // Idle for most of the timeout before the next head: it counts from now.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(matches!(served.await.expect("server task"), End::Closed));
+            // The server's wait began just before the client read its answer.
+            let idle = answered.elapsed();
+            let least = head_timeout - Duration::from_millis(20);
+            assert!(idle >= least && idle < Duration::from_secs(2), "closed after {idle:?} idle");
+        });
     }
 }

@@ -258,7 +258,7 @@ async fn serve_connection<I>(
         conn.slot.started();
         proxy::handle(&shared, parts, None, &conn)
     };
-    let read = match h1::serve(&mut stream, limits, &conn.sleeps, &shutdown, handle).await {
+    let read = match h1::serve(&mut stream, limits, &shutdown, handle).await {
         h1::End::Closed => return,
         h1::End::Hyper(read) => read,
     };
