@@ -7,7 +7,8 @@
 //! next one resets it. Moving a registered sleep to a later deadline (the usual case: the
 //! next request's deadline is later than the last one's) only stores the new deadline — the
 //! wheel moves the entry when its old time comes. A kept sleep that fires unused wakes its
-//! connection once, for nothing.
+//! connection once, for nothing. The server's own HTTP/1.1 path (`server::h1`) keeps its head
+//! timer in its loop instead (no lock per request); its request deadlines come from here.
 
 use std::future::Future;
 use std::pin::Pin;
