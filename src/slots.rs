@@ -112,19 +112,24 @@ impl Slots {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::Closed) => return None,
-            Err(tokio::sync::TryAcquireError::NoPermits) => loop {
-                // The slot an eviction frees goes to the first waiter, which may be another
-                // connection's: without a slot by then, ask again (another connection may be old
-                // enough, or have come, by then).
-                let wait = match self.evict_one(Instant::now()) {
-                    Eviction::After(young) => young,
-                    Eviction::Asked | Eviction::NoneToAsk => ASK_AGAIN,
-                };
-                tokio::select! {
-                    p = self.permits.clone().acquire_owned() => break p.ok()?,
-                    () = tokio::time::sleep(wait) => {}
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // One wait for the whole time, so that this connection keeps its place in the
+                // queue. The slot an eviction frees goes to the first waiter, which may be
+                // another connection's: without a slot by then, ask again (another connection
+                // may be old enough, or have come, by then).
+                let acquire = self.permits.clone().acquire_owned();
+                tokio::pin!(acquire);
+                loop {
+                    let wait = match self.evict_one(Instant::now()) {
+                        Eviction::After(young) => young,
+                        Eviction::Asked | Eviction::NoneToAsk => ASK_AGAIN,
+                    };
+                    tokio::select! {
+                        p = &mut acquire => break p.ok()?,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
-            },
+            }
         };
         let id = self.next_id.fetch_add(1, Relaxed);
         let conn = Arc::new(Conn::new(Instant::now()));
