@@ -19,6 +19,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use stickylb::proxy::upstream::raw::{PassThrough, RawFields};
 use stickylb::proxy::upstream::{Body, Client, Conn, Outgoing};
 use stickylb::server::h1;
 use stickylb::shutdown::Shutdown;
@@ -78,10 +79,12 @@ async fn forward(parts: http::request::Parts, authority: Authority) -> Response<
     let Ok(mut conn) = Conn::checkout(&authority, Client::Lean, false, Duration::from_secs(2)).await else {
         return bad();
     };
-    let out = Outgoing { parts: &parts, forwarding: None, host: authority.as_str(), previous: None };
+    let out =
+        Outgoing { parts: &parts, forwarding: None, host: authority.as_str(), previous: None, pass_through: true };
     match conn.send_lean(out).await {
         Ok(resp) => resp.map(|mut body| {
-            if http_body::Body::is_end_stream(&body) {
+            // A head passed through is in the connection: it goes back once the server wrote it.
+            if http_body::Body::is_end_stream(&body) && body.raw_fields().is_none() {
                 conn.release(&authority, &mut body);
                 return Released { body: Some(body), conn: None };
             }
@@ -95,6 +98,12 @@ async fn forward(parts: http::request::Parts, authority: Authority) -> Response<
 struct Released {
     body: Option<Body>,
     conn: Option<(Conn, Authority)>,
+}
+
+impl PassThrough for Released {
+    fn raw_fields(&self) -> Option<&RawFields> {
+        self.body.as_ref()?.raw_fields()
+    }
 }
 
 impl http_body::Body for Released {

@@ -100,7 +100,7 @@ pub fn response_head(data: &[u8]) {
     let fields = parts.headers.len();
     let status = parts.status;
     let mut out = Vec::new();
-    let Ok(encoded) = encode::head(&mut out, &mut parts, body, head_request, keep_alive) else { return };
+    let Ok(encoded) = encode::head(&mut out, &mut parts, None, body, head_request, keep_alive) else { return };
     let mut lines = vec![httparse::EMPTY_HEADER; fields + 16];
     let mut r = httparse::Response::new(&mut lines);
     let parsed = r.parse(&out);

@@ -710,6 +710,9 @@ async fn access_log_lines_and_the_debug_backend_header() {
     for part in ["access", "GET", "status=200", "app1", "duration_ms="] {
         assert!(line.contains(part), "access-log line lacks {part:?}: {line}");
     }
+    // The backend's Content-Length, also when its head was passed through as bytes.
+    let n = r.body.len();
+    assert!(n > 0 && [format!("bytes={n}"), format!("bytes=\"{n}\"")].iter().any(|p| line.contains(p)), "{line}");
 
     let quiet = balancer(&[&b]).set("log.debug_headers", true).set("log.access_log", false).start_binary().await;
     let r = get(&plain_client(), &quiet.url("/quiet/path")).await;

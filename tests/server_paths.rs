@@ -9,6 +9,11 @@
 //! reason phrases, trailers, bodies past the own path's write gathering) from a fixed seed, so
 //! a failure reproduces; requests are mutated the same way (the own path must refuse nothing
 //! hyper serves and serve nothing hyper refuses).
+//!
+//! In session modes that do not read the backend's response (insert, none), the own path
+//! passes a plain response head through as the backend wrote it (its names' case, its order)
+//! where hyper's server writes the fields from a map (lower-case, grouped by name): there the
+//! two are compared as a client reads fields.
 
 mod common;
 
@@ -16,6 +21,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,15 +34,17 @@ struct Script {
     close: bool,
 }
 
-/// A backend answering each request head with the current script.
-async fn scripted(script: Arc<Mutex<Script>>) -> SocketAddr {
+/// A backend answering each request head with the current script; `conns` counts the
+/// connections that carried a request other than a health probe.
+async fn scripted(script: Arc<Mutex<Script>>, conns: Arc<AtomicUsize>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let script = script.clone();
+            let (script, conns) = (script.clone(), conns.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                let mut counted = false;
                 loop {
                     let Some(end) = read_head(&mut s, &mut buf).await else { return };
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
@@ -44,6 +52,9 @@ async fn scripted(script: Arc<Mutex<Script>>) -> SocketAddr {
                     let Script { reply, close } = if head.starts_with("GET /health") {
                         Script { reply: b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(), close: false }
                     } else {
+                        if !std::mem::replace(&mut counted, true) {
+                            conns.fetch_add(1, Ordering::SeqCst);
+                        }
                         script.lock().unwrap().clone()
                     };
                     if s.write_all(&reply).await.is_err() || close {
@@ -72,23 +83,29 @@ async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
 
 /// Send `bytes` on a new connection and read until the balancer closes it: the responses as
 /// [`decoded`].
-async fn exchange(lb: SocketAddr, bytes: &[u8], head: bool) -> Vec<u8> {
+async fn exchange(lb: SocketAddr, bytes: &[u8], head: bool, as_read: bool) -> Vec<u8> {
+    decoded(&exchange_raw(lb, bytes).await, head, as_read)
+}
+
+/// Send `bytes` on a new connection and read until the balancer closes it.
+async fn exchange_raw(lb: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(lb).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let mut got = Vec::new();
     let read = tokio::time::timeout(secs(10), s.read_to_end(&mut got)).await;
     assert!(read.is_ok(), "the balancer did not close after {:?}", String::from_utf8_lossy(bytes));
-    decoded(&got, head)
+    got
 }
 
 fn find(bytes: &[u8], what: &[u8]) -> Option<usize> {
     bytes.windows(what.len()).position(|w| w == what)
 }
 
-/// The responses in `bytes`: each head as sent (the `Date` value blanked), then its body with
-/// chunked framing taken off (where a body's chunks end depends on when its pieces arrived,
-/// not on the server) — the chunk data, the last chunk's trailer lines — and whatever follows.
-fn decoded(mut bytes: &[u8], head: bool) -> Vec<u8> {
+/// The responses in `bytes`: each head as sent (the `Date` value blanked; `as_read`: its
+/// fields as a client reads them, see [`as_read`]), then its body with chunked framing taken
+/// off (where a body's chunks end depends on when its pieces arrived, not on the server) —
+/// the chunk data, the last chunk's trailer lines — and whatever follows.
+fn decoded(mut bytes: &[u8], head: bool, as_read: bool) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(end) = find(bytes, b"\r\n\r\n") {
         let text = String::from_utf8_lossy(&bytes[..end + 4]).into_owned();
@@ -96,7 +113,8 @@ fn decoded(mut bytes: &[u8], head: bool) -> Vec<u8> {
         let lower = text.to_ascii_lowercase();
         let status: u16 = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
         let field = |name: &str| lower.split("\r\n").find_map(|l| l.strip_prefix(name)).map(str::trim);
-        out.extend_from_slice(blank_dates(&text).as_bytes());
+        let blanked = blank_dates(&text);
+        out.extend_from_slice(if as_read { self::as_read(&blanked) } else { blanked }.as_bytes());
         if head || matches!(status, 204 | 304) {
             continue;
         }
@@ -133,6 +151,26 @@ fn decoded(mut bytes: &[u8], head: bool) -> Vec<u8> {
     out
 }
 
+/// A head's fields as a client reads them: names in lower case, the values of a name together
+/// in order, the names in the order they first came (as a map holds them).
+fn as_read(head: &str) -> String {
+    let mut lines = head.split("\r\n");
+    let mut out = format!("{}\r\n", lines.next().unwrap_or(""));
+    let mut fields: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let name = name.to_ascii_lowercase();
+        match fields.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(value.trim()),
+            None => fields.push((name, vec![value.trim()])),
+        }
+    }
+    for (name, values) in fields {
+        values.iter().for_each(|v| out.push_str(&format!("{name}: {v}\r\n")));
+    }
+    out + "\r\n"
+}
+
 fn blank_dates(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -148,20 +186,25 @@ fn blank_dates(text: &str) -> String {
 
 /// `rest` after a first request on the own path, and after one that hands the connection to
 /// hyper's server (the same request with `Content-Length: 0`): what the client reads of each.
-async fn both(lb: SocketAddr, method: &str, rest: &[u8]) -> (Vec<u8>, Vec<u8>) {
+/// `as_read`: compared as a client reads fields (a passed-through head keeps the backend's
+/// case and order).
+async fn both(lb: SocketAddr, method: &str, rest: &[u8], as_read: bool) -> (Vec<u8>, Vec<u8>) {
     let first = format!("{method} /first HTTP/1.1\r\nhost: t\r\n");
     let own = [format!("{first}\r\n").as_bytes(), rest].concat();
     let handed = [format!("{first}content-length: 0\r\n\r\n").as_bytes(), rest].concat();
     let head = method == "HEAD";
-    (exchange(lb, &own, head).await, exchange(lb, &handed, head).await)
+    (exchange(lb, &own, head, as_read).await, exchange(lb, &handed, head, as_read).await)
 }
 
-async fn setup() -> (Arc<Mutex<Script>>, Balancer) {
+/// A balancer on a scripted backend: in learn mode (the backend's response is read, its head
+/// goes through a map on both paths), or in `mode` (no new session cookie to tell the paths apart).
+async fn setup_in(mode: &str) -> (Arc<Mutex<Script>>, Balancer, Arc<AtomicUsize>) {
     let script = Arc::new(Mutex::new(Script::default()));
-    let addr = scripted(script.clone()).await;
+    let conns = Arc::new(AtomicUsize::new(0));
+    let addr = scripted(script.clone(), conns.clone()).await;
     let lb = balancer(&[])
         .backend_at("s1", &addr.to_string())
-        .set("session.mode", "learn")
+        .set("session.mode", mode)
         .set("session.cookie", "JSESSIONID")
         .set("server.header_read_timeout", "3s")
         .set("server.request_timeout", "5s")
@@ -169,6 +212,11 @@ async fn setup() -> (Arc<Mutex<Script>>, Balancer) {
         .set("passive.consecutive_failures", 1_000_000)
         .start()
         .await;
+    (script, lb, conns)
+}
+
+async fn setup() -> (Arc<Mutex<Script>>, Balancer) {
+    let (script, lb, _) = setup_in("learn").await;
     (script, lb)
 }
 
@@ -200,7 +248,12 @@ struct Case {
 
 fn token(rng: &mut StdRng) -> String {
     let n = rng.gen_range(1..10);
-    format!("x-{}", (0..n).map(|_| rng.gen_range(b'a'..=b'z') as char).collect::<String>())
+    let name = format!("x-{}", (0..n).map(|_| rng.gen_range(b'a'..=b'z') as char).collect::<String>());
+    if rng.gen_bool(0.3) {
+        name.to_ascii_uppercase()
+    } else {
+        name
+    }
 }
 
 fn text(rng: &mut StdRng, max: usize) -> String {
@@ -221,7 +274,7 @@ fn case(rng: &mut StdRng) -> Case {
         t.extend_from_slice(format!("{}: {}{}\r\n", token(rng), rng.gen_range('a'..='z'), text(rng, 30)).as_bytes());
     }
     if rng.gen_bool(0.3) {
-        t.extend_from_slice(b"set-cookie: JSESSIONID=abc.node1; Path=/\r\nset-cookie: other=1\r\n");
+        t.extend_from_slice(b"Set-Cookie: JSESSIONID=abc.node1; Path=/\r\nX-Between: 1\r\nset-cookie: other=1\r\n");
     }
     let framing = if http10 { rng.gen_range(0..2) * 2 } else { rng.gen_range(0..3) };
     let mut close = false;
@@ -264,6 +317,17 @@ fn canonical(status: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_servers_send_the_same_bytes_for_generated_responses() {
     let (script, lb) = setup().await;
+    generated(&script, &lb, false).await;
+}
+
+/// The same generated responses in a mode whose own path passes plain heads through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_servers_send_the_same_fields_for_generated_responses_passed_through() {
+    let (script, lb, _) = setup_in("none").await;
+    generated(&script, &lb, true).await;
+}
+
+async fn generated(script: &Mutex<Script>, lb: &Balancer, as_read: bool) {
     let mut rng = StdRng::seed_from_u64(0x5e1f);
     for i in 0..96 {
         let c = case(&mut rng);
@@ -273,7 +337,7 @@ async fn both_servers_send_the_same_bytes_for_generated_responses() {
         let rest = format!(
             "{method} /b?q=1 HTTP/1.1\r\nhost: t\r\n{te}cookie: a=1\r\n\r\n{method} /c HTTP/1.1\r\nhost: t\r\n{te}connection: close\r\n\r\n"
         );
-        let (own, hyper) = both(lb.addr(), method, rest.as_bytes()).await;
+        let (own, hyper) = both(lb.addr(), method, rest.as_bytes(), as_read).await;
         assert!(own.starts_with(b"HTTP/1."), "case {i}: no response: {:?}", String::from_utf8_lossy(&own));
         same(&own, &hyper, &format!("case {i}"), &c.text);
     }
@@ -302,16 +366,19 @@ const CUT: &[&[u8]] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_servers_send_the_same_bytes_for_hostile_responses() {
-    let (script, lb) = setup().await;
-    for (i, reply) in HOSTILE.iter().enumerate() {
-        *script.lock().unwrap() = Script { reply: reply.to_vec(), close: true };
-        let rest = b"GET /b HTTP/1.1\r\nhost: t\r\n\r\nGET /c HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n";
-        let (own, hyper) = both(lb.addr(), "GET", rest).await;
-        same(&own, &hyper, &format!("hostile case {i}"), reply);
+    for (mode, as_read) in [("none", true), ("learn", false)] {
+        let (script, lb, _) = setup_in(mode).await;
+        for (i, reply) in HOSTILE.iter().enumerate() {
+            *script.lock().unwrap() = Script { reply: reply.to_vec(), close: true };
+            let rest = b"GET /b HTTP/1.1\r\nhost: t\r\n\r\nGET /c HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n";
+            let (own, hyper) = both(lb.addr(), "GET", rest, as_read).await;
+            same(&own, &hyper, &format!("{mode} mode, hostile case {i}"), reply);
+        }
     }
+    let (script, lb) = setup().await;
     for (i, reply) in CUT.iter().enumerate() {
         *script.lock().unwrap() = Script { reply: reply.to_vec(), close: true };
-        let (own, hyper) = both(lb.addr(), "GET", b"GET /b HTTP/1.1\r\nhost: t\r\n\r\n").await;
+        let (own, hyper) = both(lb.addr(), "GET", b"GET /b HTTP/1.1\r\nhost: t\r\n\r\n", false).await;
         for (path, got) in [("own", &own), ("hyper", &hyper)] {
             let text = String::from_utf8_lossy(got);
             // Nothing, or the head and what came of the body; never a complete response.
@@ -356,9 +423,55 @@ async fn both_servers_answer_mutated_requests_alike() {
     for i in 0..160 {
         let mut rest = mutate(&mut rng);
         rest.extend_from_slice(b"GET /c HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
-        let (own, hyper) = both(lb.addr(), "GET", &rest).await;
+        let (own, hyper) = both(lb.addr(), "GET", &rest, false).await;
         same(&own, &hyper, &format!("mutation {i} ({:?})", String::from_utf8_lossy(&rest)), b"");
         served += usize::from(own.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count() >= 2);
     }
     assert!(served > 40, "too few mutations were served ({served}): the test would not compare much");
+}
+
+/// In insert mode (the default) the own path writes a plain backend head as the backend wrote
+/// it — names' case, order, repeated fields apart — and adds the session's cookie after it;
+/// hyper's server (a connection that began with a body) writes the same fields from a map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_head_reaches_the_client_as_the_backend_wrote_it() {
+    let (script, lb, _) = setup_in("insert").await;
+    let fields = "Server: Test/1.0\r\nSet-Cookie: a=1\r\nX-Mixed-Case: 2\r\nset-cookie: b=2\r\nContent-Length: 2\r\n";
+    let reply = format!("HTTP/1.1 200 OK\r\n{fields}Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\nok");
+    *script.lock().unwrap() = Script { reply: reply.into_bytes(), close: false };
+    let own = exchange_raw(lb.addr(), b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").await;
+    let own = String::from_utf8_lossy(&own).into_owned();
+    // The setup names the cookie JSESSIONID.
+    assert!(own.starts_with(&format!("HTTP/1.1 200 OK\r\n{fields}set-cookie: JSESSIONID=")), "{own:?}");
+    assert!(!own.to_ascii_lowercase().contains("keep-alive"), "this hop's own fields stay out: {own:?}");
+    assert!(own.contains("\r\nconnection: close\r\n") && own.ends_with("\r\n\r\nok"), "{own:?}");
+    let handed = b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let hyper = String::from_utf8_lossy(&exchange_raw(lb.addr(), handed).await).into_owned();
+    assert!(
+        hyper.starts_with("HTTP/1.1 200 OK\r\nserver: Test/1.0\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"),
+        "{hyper:?}"
+    );
+}
+
+/// A passed-through head lives in the backend connection until it is written; a response
+/// without a body (HEAD, 204, 304, an empty one) still gives the connection back to the pool
+/// after that: one client connection's requests use one backend connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_without_a_body_passed_through_keep_their_backend_connection() {
+    let (script, lb, conns) = setup_in("none").await;
+    for (reply, method) in [
+        ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", "GET"),
+        ("HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n", "GET"),
+        ("HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n", "GET"),
+        ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", "HEAD"),
+    ] {
+        *script.lock().unwrap() = Script { reply: reply.as_bytes().to_vec(), close: false };
+        let before = conns.load(Ordering::SeqCst);
+        let one = format!("{method} / HTTP/1.1\r\nhost: t\r\n\r\n");
+        let last = format!("{method} / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+        let got = exchange_raw(lb.addr(), format!("{one}{one}{one}{last}").as_bytes()).await;
+        let got = String::from_utf8_lossy(&got).into_owned();
+        assert_eq!(got.matches("HTTP/1.1 ").count(), 4, "{got:?}");
+        assert!(conns.load(Ordering::SeqCst) - before <= 1, "{reply:?} to {method}: a backend connection per request");
+    }
 }

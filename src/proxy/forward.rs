@@ -31,13 +31,14 @@ pub async fn attempt(
     body: &RequestBody,
     plan: &Plan,
     connect_timeout: Duration,
+    pass_through: bool,
     deadline: Reused,
 ) -> Result<(Response<upstream::Body>, Lease), AttemptError> {
     let guard = plan.backend.start_request();
     let sent = tokio::select! {
         // The attempt first: an answer that is there is taken, not a deadline that just passed.
         biased;
-        sent = send(parts, forwarding, body, plan, connect_timeout) => sent,
+        sent = send(parts, forwarding, body, plan, connect_timeout, pass_through) => sent,
         () = deadline => return Err(AttemptError::Backend { failure: Failure::Timeout, resent: false }),
     };
     sent.map(|(resp, conn)| (resp, Lease { guard, conn }))
@@ -53,6 +54,7 @@ async fn send(
     body: &RequestBody,
     plan: &Plan,
     connect_timeout: Duration,
+    pass_through: bool,
 ) -> Result<(Response<upstream::Body>, Conn), AttemptError> {
     let backend = &plan.backend;
     let authority = &backend.addr.authority;
@@ -61,7 +63,7 @@ async fn send(
     let mut conn = Conn::checkout(authority, client, false, connect_timeout).await.map_err(refused)?;
     let previous = plan.previous.as_deref();
     let build = || request::attempt(parts, forwarding, body, backend, previous).map_err(AttemptError::Request);
-    let lean = Outgoing { parts, forwarding: Some(forwarding), host: authority.as_str(), previous };
+    let lean = Outgoing { parts, forwarding: Some(forwarding), host: authority.as_str(), previous, pass_through };
     // hyper's client takes the request (and gives it back if unsent); the lean one writes the head.
     let mut req = match client {
         Client::Hyper => Some(build()?),

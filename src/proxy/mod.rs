@@ -36,6 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tunnel::UpgradeRequest;
+use upstream::raw::PassThrough as _;
 
 /// Header lines a request or a backend response may have (hyper's default is 100): a head
 /// within `max_header_bytes` must not be refused for its number of lines (SPEC: >= 500).
@@ -133,7 +134,11 @@ pub async fn handle(
 }
 
 fn access_log(method: &Method, path: &str, o: &Outcome, elapsed: Duration, resp: &Response<ResponseBody>) {
-    let bytes = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let bytes = match resp.body().raw_fields() {
+        Some(raw) => raw.length_text(),
+        None => resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
+    }
+    .unwrap_or("-");
     tracing::info!(
         target: "access",
         method = %method,
@@ -168,6 +173,9 @@ async fn serve(
     let snap: &Snapshot = router.snap;
     let cfg = &snap.config;
     request::check_limits(parts, &cfg.server)?;
+    // The server's own HTTP/1.1 path (no body from hyper) writes a backend's plain response
+    // head as it came, unless the session mode reads the response's fields.
+    let pass_through = body.is_none() && matches!(snap.session.mode, SessionMode::Insert | SessionMode::None);
     let mut session = snap.session.extract(&mut parts.headers, &parts.uri);
     if session.rejected {
         router.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -194,6 +202,7 @@ async fn serve(
             &body,
             &plan,
             cfg.balance.connect_timeout,
+            pass_through,
             conn.sleeps.until(deadline),
         )
         .await

@@ -5,6 +5,7 @@
 use super::response_body::{Lease, ResponseBody};
 use super::tunnel::UpgradeRequest;
 use super::upstream;
+use super::upstream::raw::PassThrough as _;
 use super::{headers, soap, ClientConn, ProxyError, BACKEND_HEADER};
 use crate::config::SessionMode;
 use crate::sticky::{Plan, Router};
@@ -94,8 +95,10 @@ fn finish(
         return Response::from_parts(parts, ResponseBody::Text(None));
     }
     backend.responses.count(parts.status.as_u16());
-    let lease = if body.is_end_stream() {
-        // Nothing to stream (HEAD, 204, 304, empty): the connection is free now.
+    let lease = if body.is_end_stream() && body.raw_fields().is_none() {
+        // Nothing to stream (HEAD, 204, 304, empty): the connection is free now. (A head
+        // passed through is in the connection: it is given back once the server polled the
+        // ended body, after writing the head.)
         lease.release(&mut body);
         None
     } else {

@@ -2,6 +2,7 @@
 //! in-flight count and connection ([`Lease`]), or a short text of our own.
 
 use super::request_body::BoxError;
+use super::upstream::raw::{PassThrough, RawFields};
 use super::upstream::{self, Conn};
 use crate::balance::InFlight;
 use bytes::Bytes;
@@ -46,6 +47,15 @@ impl std::fmt::Debug for ResponseBody {
 impl ResponseBody {
     pub fn text(s: impl Into<Bytes>) -> ResponseBody {
         ResponseBody::Text(Some(s.into()))
+    }
+}
+
+impl PassThrough for ResponseBody {
+    fn raw_fields(&self) -> Option<&RawFields> {
+        match self {
+            ResponseBody::Upstream(b, _) => b.raw_fields(),
+            ResponseBody::Peeked(..) | ResponseBody::Text(_) => None,
+        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! The response head of the server's own HTTP/1.1 path, written by hyper's server's rules
 //! (hyper 1.x `proto::h1::role::Server::encode`, lower-case names): the status line with the
-//! backend's reason phrase, the fields in the map's order, the body's framing chosen from
+//! backend's reason phrase, a backend's field lines passed through as it wrote them (when they
+//! were: `proxy::upstream::raw`), the fields in the map's order, the body's framing chosen from
 //! its length the way hyper chooses it (HEAD, 204, 304; `Content-Length`, chunked or until
 //! close), `Connection: close` added when the connection ends after it, and a cached `Date`.
 //! The body's bytes are [`super::h1`]'s. Owns no I/O.
 
 use crate::proxy::headers::{add_length, has_token, last_coding_is_chunked, push_line};
+use crate::proxy::upstream::raw::RawFields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{response, StatusCode, Version};
 use std::cell::RefCell;
@@ -39,11 +41,13 @@ pub type BodyLength = Option<Option<u64>>;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Refused;
 
-/// Write `parts` (emptying its map, which the caller may reuse) into `dst`. `head_request`:
-/// the request was HEAD; `keep_alive`: the connection may carry another request.
+/// Write `parts` (emptying its map, which the caller may reuse) into `dst`, after the
+/// backend's fields passed through as bytes (`raw`, if they were). `head_request`: the
+/// request was HEAD; `keep_alive`: the connection may carry another request.
 pub fn head(
     dst: &mut Vec<u8>,
     parts: &mut response::Parts,
+    raw: Option<&RawFields>,
     body: BodyLength,
     head_request: bool,
     keep_alive: bool,
@@ -74,6 +78,28 @@ pub fn head(
     // and whether it is the `Transfer-Encoding` line.
     let mut open: Option<bool> = None;
     let mut current: Option<HeaderName> = None;
+    if let Some(raw) = raw {
+        // The same rules as for the map's fields below, for the only ones a passed-through
+        // head may have that they concern: one `Content-Length` (a number) and `Date`.
+        wrote_date = raw.has_date();
+        match raw.length() {
+            // No body and not HEAD: the length goes (and `content-length: 0` comes below).
+            Some(_) if body.is_none() && !head_request => raw.write(dst, true),
+            Some(n) => {
+                framing = match body {
+                    Some(Some(known)) => Framing::Length(known),
+                    Some(None) => {
+                        prev_len = Some(n);
+                        Framing::Length(n)
+                    }
+                    None => Framing::Length(0),
+                };
+                wrote_len = true;
+                raw.write(dst, false);
+            }
+            None => raw.write(dst, false),
+        }
+    }
     for (name, value) in parts.headers.drain() {
         if let Some(n) = name {
             if let Some(te) = open.take() {

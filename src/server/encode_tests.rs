@@ -11,7 +11,7 @@ fn encode(
 ) -> (String, Result<Encoded, Refused>) {
     let (mut parts, ()) = resp.into_parts();
     let mut dst = Vec::new();
-    let r = head(&mut dst, &mut parts, body, head_request, keep_alive);
+    let r = head(&mut dst, &mut parts, None, body, head_request, keep_alive);
     assert!(parts.headers.is_empty(), "the map is emptied for reuse");
     let text = String::from_utf8(dst).unwrap();
     // The date's value changes: keep its name only.
@@ -132,7 +132,7 @@ fn the_reason_phrase_the_backend_gave_is_kept() {
 fn a_date_field_given_is_kept_instead_of_ours() {
     let (mut parts, ()) = with(200, &[("date", "Sun, 06 Nov 1994 08:49:37 GMT")]).into_parts();
     let mut dst = Vec::new();
-    head(&mut dst, &mut parts, None, false, true).unwrap();
+    head(&mut dst, &mut parts, None, None, false, true).unwrap();
     assert_eq!(dst, b"HTTP/1.1 200 OK\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\ncontent-length: 0\r\n\r\n");
 }
 
@@ -156,4 +156,113 @@ fn a_1xx_as_the_final_response_becomes_a_500_and_closes() {
     assert_eq!(t, "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\ndate: *\r\n\r\n");
     assert_eq!(r, ok(Framing::Length(0), true));
     let _ = StatusCode::OK;
+}
+
+/// A backend's head parsed by the lean client: its fields in the map, or passed through.
+fn parsed(bytes: &[u8], head_request: bool, pass_through: bool) -> crate::proxy::upstream::Head {
+    let mut buf = bytes::BytesMut::from(bytes);
+    let head = crate::proxy::upstream::parse_head(&mut buf, head_request, pass_through);
+    head.ok().flatten().expect("a complete, valid head")
+}
+
+/// What a client reads of an encoded head: status line, then the fields grouped by name in
+/// order of first appearance (the map's order; a passed-through head keeps the backend's),
+/// names lower-cased, our own `Date`'s value left out.
+fn read_back(out: &[u8]) -> (String, Vec<(String, String)>) {
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    let (status, rest) = text.split_once("\r\n").unwrap();
+    let mut map = http::HeaderMap::new();
+    for line in rest.split("\r\n").filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').unwrap();
+        map.append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    let fields = map.iter().map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
+    (
+        status.to_owned(),
+        fields.map(|(n, v)| if n == "date" && v.len() == 29 { (n, "*".into()) } else { (n, v) }).collect(),
+    )
+}
+
+/// The encoder writes a passed-through head as it writes the same head from a map: the same
+/// status line, fields (with the proxy's own added), length and date, framing and end.
+#[test]
+fn a_passed_through_head_is_written_as_its_map_would_be() {
+    let fields = [
+        "Server: nginx\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: text/plain\r\nContent-Length: 14\r\nConnection: keep-alive\r\n",
+        "content-length: 0\r\n",
+        "",
+        "X-A: 1\r\nSet-Cookie: a=1\r\nx-a: 2\r\nSet-Cookie: b=2\r\nKeep-Alive: timeout=5\r\nConnection: close\r\n",
+        "Connection: keep-alive\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\nX-Trail: v  \r\n",
+        "x-empty:\r\nContent-Length: 007\r\nx-obs: caf\u{e9}\r\n",
+    ];
+    let statuses = ["HTTP/1.1 200 OK", "HTTP/1.0 200 OK", "HTTP/1.1 404 Not Found", "HTTP/1.1 204 No Content"];
+    let more = ["HTTP/1.1 304 Not Modified", "HTTP/1.1 200 Fine", "HTTP/1.1 599 Odd"];
+    let bodies: [super::BodyLength; 5] = [None, Some(None), Some(Some(0)), Some(Some(14)), Some(Some(5))];
+    let mut compared = 0;
+    for (f, status) in fields.iter().flat_map(|f| statuses.iter().chain(&more).map(move |s| (f, s))) {
+        let bytes = format!("{status}\r\n{f}\r\n");
+        for (body, head_request, keep_alive, ours) in bodies
+            .iter()
+            .flat_map(|b| [(b, false), (b, true)])
+            .flat_map(|(b, h)| [(b, h, true, false), (b, h, false, false), (b, h, true, true), (b, h, false, true)])
+        {
+            let mut outs = Vec::new();
+            for pass_through in [false, true] {
+                let mut head = parsed(bytes.as_bytes(), head_request, pass_through);
+                assert_eq!(head.raw.is_some(), pass_through, "{bytes:?} is plain");
+                if ours {
+                    head.parts.headers.append("set-cookie", HeaderValue::from_static("STICKYLB=x; Path=/"));
+                    head.parts.headers.insert("x-stickylb-backend", HeaderValue::from_static("b1"));
+                }
+                let mut out = Vec::new();
+                let r = head_of(&mut out, &mut head, *body, head_request, keep_alive);
+                outs.push((read_back(&out), r));
+            }
+            assert_eq!(outs[0], outs[1], "{bytes:?}, body {body:?}, HEAD {head_request}, keep-alive {keep_alive}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, fields.len() * 7 * 5 * 8);
+}
+
+fn head_of(
+    out: &mut Vec<u8>,
+    h: &mut crate::proxy::upstream::Head,
+    body: super::BodyLength,
+    head_request: bool,
+    keep_alive: bool,
+) -> Result<Encoded, Refused> {
+    head(out, &mut h.parts, h.raw.as_ref(), body, head_request, keep_alive)
+}
+
+/// Heads with a field the proxy or the encoder edits or joins are not passed through.
+#[test]
+fn a_head_with_fields_to_edit_goes_through_the_map() {
+    for fields in [
+        "transfer-encoding: chunked\r\n",
+        "Connection: close, x-a\r\nx-a: 1\r\n",
+        "content-length: 1\r\ncontent-length: 1\r\n",
+        "content-length: 1, 1\r\n",
+        "trailer: x-sum\r\ncontent-length: 1\r\n",
+        "upgrade: h2c\r\ncontent-length: 1\r\n",
+        "te: trailers\r\ncontent-length: 1\r\n",
+        "Proxy-Authenticate: Basic\r\ncontent-length: 1\r\n",
+        "connection: keep-alive\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\ncontent-length: 1\r\n",
+        "x-a: 1\ncontent-length: 1\r\n",
+    ] {
+        let bytes = format!("HTTP/1.1 200 OK\r\n{fields}\r\n");
+        let head = parsed(bytes.as_bytes(), false, true);
+        assert!(head.raw.is_none(), "{bytes:?} passed through");
+        assert!(!head.parts.headers.is_empty(), "{bytes:?}");
+    }
+    let switching = parsed(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n", false, true);
+    assert!(switching.raw.is_none());
+    let plain = parsed(b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 1\r\n\r\n", false, true);
+    let raw = plain.raw.as_ref().expect("passed through");
+    let mut lines = Vec::new();
+    raw.write(&mut lines, false);
+    assert_eq!(lines, b"Server: x\r\nContent-Length: 1\r\n", "as the backend wrote them");
 }

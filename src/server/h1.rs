@@ -16,6 +16,7 @@
 
 use super::encode::{self, Framing};
 use super::head::{self, Parsed};
+use crate::proxy::upstream::raw::PassThrough;
 use crate::proxy::upstream::spans::Spans;
 use crate::shutdown::Shutdown;
 use crate::wait::Rare;
@@ -67,7 +68,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
     H: FnMut(http::request::Parts) -> F,
     F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + PassThrough,
 {
     let Limits { head_timeout, max_buf } = limits;
     let mut stop = {
@@ -123,7 +124,7 @@ where
         let keep_alive = request.keep_alive && !shutdown.is_stopping();
         let (mut parts, body) = response.into_parts();
         let length = (!body.is_end_stream()).then(|| body.size_hint().exact());
-        let encoded = encode::head(&mut out, &mut parts, length, head_request, keep_alive);
+        let encoded = encode::head(&mut out, &mut parts, body.raw_fields(), length, head_request, keep_alive);
         headers = parts.headers;
         let Ok(encoded) = encoded else { return End::Closed };
         // The response leaves after the other connections made ready by the same poll had
@@ -133,7 +134,7 @@ where
         tokio::task::yield_now().await;
         let clean = match encoded.framing {
             Framing::Length(0) => {
-                drop(body);
+                end(body);
                 flush(io, &mut out).await
             }
             framing => write_body(io, &mut out, body, framing, request.trailers).await,
@@ -224,6 +225,14 @@ where
     }
 }
 
+/// A body with nothing to send, polled once before it is dropped: a backend's ended body
+/// whose head was passed through gives its connection back then (the head was in it).
+fn end<B: Body + Unpin>(mut body: B) {
+    if body.is_end_stream() {
+        let _ = Pin::new(&mut body).poll_frame(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    }
+}
+
 /// A chunk's size line: upper-case hex, as hyper writes it.
 fn chunk_size(out: &mut Vec<u8>, n: usize) {
     let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
@@ -284,6 +293,8 @@ mod tests {
     use tokio::io::{duplex, DuplexStream, ReadBuf};
 
     type Log = Rc<RefCell<Vec<String>>>;
+
+    impl PassThrough for http_body_util::Full<Bytes> {}
 
     /// The server's side of a connection, logging each write.
     struct Logged {

@@ -3,6 +3,7 @@
 
 use super::decode::{BodyError, Decoder};
 use super::h1::{self, H1};
+use super::raw::{PassThrough, RawFields};
 use crate::proxy::request_body::BoxError;
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
@@ -39,10 +40,24 @@ impl LeanBody {
 
 impl Body {
     /// The lean connection, if its body ended cleanly and it may carry another request.
+    /// A head passed through is written by then, and is dropped.
     pub fn take_conn(&mut self) -> Option<Box<H1>> {
         match self {
-            Body::Lean(b) if b.keep_alive && b.decoder.ended_cleanly() => b.conn.take(),
+            Body::Lean(b) if b.keep_alive && b.decoder.ended_cleanly() => {
+                let mut conn = b.conn.take()?;
+                conn.raw = None;
+                Some(conn)
+            }
             _ => None,
+        }
+    }
+}
+
+impl PassThrough for Body {
+    fn raw_fields(&self) -> Option<&RawFields> {
+        match self {
+            Body::Lean(b) => b.conn.as_ref()?.raw.as_ref(),
+            Body::Hyper(_) => None,
         }
     }
 }

@@ -118,23 +118,35 @@ fn request(method: &Method) -> http::request::Parts {
     Request::builder().method(method.clone()).uri("/x").header("host", "b").body(()).unwrap().into_parts().0
 }
 
-async fn lean(addr: SocketAddr, method: &Method) -> Result<Seen, ()> {
+/// The lean client; `pass_through`: a plain head's fields stay bytes (read back here as the
+/// client would read the lines the server writes from them).
+async fn lean(addr: SocketAddr, method: &Method, pass_through: bool) -> Result<Seen, ()> {
     let parts = request(method);
-    let out = Outgoing { parts: &parts, forwarding: None, host: "b", previous: None };
+    let out = Outgoing { parts: &parts, forwarding: None, host: "b", previous: None, pass_through };
     let mut h1 = H1::new(TcpStream::connect(addr).await.unwrap());
     h1.write_request(out).await.map_err(|_| ())?;
-    let head = h1.read_head(*method == Method::HEAD).await.map_err(|_| ())?;
+    let mut head = h1.read_head(*method == Method::HEAD, pass_through).await.map_err(|_| ())?;
+    // Nothing strips a passed-through head's fields: they must be the forwarded ones as they are.
+    let raw = head.raw.take().map(|raw| {
+        assert!(head.parts.headers.is_empty(), "a passed-through head's fields are not in the map");
+        list(&raw.to_map())
+    });
     let body = Body::Lean(super::body::LeanBody::new(h1, Decoder::new(head.framing), head.keep_alive));
     let (body, trailers, mut rest) = collect(body).await?;
     let reused = match rest.take_conn() {
         Some(mut again) => {
             let get = request(&Method::GET);
-            again.write_request(Outgoing { parts: &get, forwarding: None, host: "b", previous: None }).await.is_ok()
-                && again.read_head(false).await.is_ok_and(|h| h.parts.status == 200)
+            let out = Outgoing { parts: &get, forwarding: None, host: "b", previous: None, pass_through };
+            again.write_request(out).await.is_ok()
+                && again.read_head(false, pass_through).await.is_ok_and(|h| h.parts.status == 200)
         }
         None => false,
     };
-    Ok(Seen::of(&head.parts, body, trailers, reused))
+    let mut seen = Seen::of(&head.parts, body, trailers, reused);
+    if let Some(fields) = raw {
+        seen.headers = fields;
+    }
+    Ok(seen)
 }
 
 async fn hyper(addr: SocketAddr, method: &Method) -> Result<Seen, ()> {
@@ -162,7 +174,8 @@ async fn hyper(addr: SocketAddr, method: &Method) -> Result<Seen, ()> {
     Ok(Seen::of(&p, body, trailers, reused))
 }
 
-/// Both clients on the same response bytes.
+/// Both clients on the same response bytes (the lean one twice: its head in a map, and
+/// passed through when plain). Asserts that the lean client's two ways agree.
 fn compare(bytes: &[u8], splits: &[usize], close: bool, method: Method) -> (Result<Seen, ()>, Result<Seen, ()>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -177,7 +190,9 @@ fn compare(bytes: &[u8], splits: &[usize], close: bool, method: Method) -> (Resu
         pieces.push(bytes[at..].to_vec());
         let addr = backend(pieces, close).await;
         let t = Duration::from_secs(5);
-        let l = tokio::time::timeout(t, lean(addr, &method)).await.expect("lean client hung");
+        let l = tokio::time::timeout(t, lean(addr, &method, false)).await.expect("lean client hung");
+        let raw = tokio::time::timeout(t, lean(addr, &method, true)).await.expect("lean client hung");
+        assert_eq!(l, raw, "head in a map / passed through: {:?}", String::from_utf8_lossy(bytes));
         let h = tokio::time::timeout(t, hyper(addr, &method)).await.expect("hyper client hung");
         (l, h)
     })
@@ -387,8 +402,9 @@ fn the_lean_client_keeps_only_a_connection_field_that_names_another() {
             let addr = backend(vec![bytes.to_vec()], true).await;
             let parts = request(&Method::GET);
             let mut h1 = H1::new(TcpStream::connect(addr).await.unwrap());
-            h1.write_request(Outgoing { parts: &parts, forwarding: None, host: "b", previous: None }).await.unwrap();
-            let head = h1.read_head(false).await.unwrap();
+            let out = Outgoing { parts: &parts, forwarding: None, host: "b", previous: None, pass_through: false };
+            h1.write_request(out).await.unwrap();
+            let head = h1.read_head(false, false).await.unwrap();
             (head.parts.headers.keys().map(|k| k.as_str().to_owned()).collect::<Vec<_>>(), head.keep_alive)
         })
     };
@@ -424,8 +440,9 @@ fn a_response_head_has_room_for_one_more_field() {
             let addr = backend(vec![head], true).await;
             let parts = request(&Method::GET);
             let mut h1 = H1::new(TcpStream::connect(addr).await.unwrap());
-            h1.write_request(Outgoing { parts: &parts, forwarding: None, host: "b", previous: None }).await.unwrap();
-            h1.read_head(false).await.unwrap().parts.headers
+            let out = Outgoing { parts: &parts, forwarding: None, host: "b", previous: None, pass_through: false };
+            h1.write_request(out).await.unwrap();
+            h1.read_head(false, false).await.unwrap().parts.headers
         });
         assert_eq!(map.len(), fields + 1);
         assert!(map.capacity() > map.len(), "{} fields, room for {}", map.len(), map.capacity());

@@ -2,7 +2,8 @@
 //! own task. The request head is written straight into the socket from the prepared head (no
 //! copy of the header map, no channel, no connection task), the response head is parsed in
 //! place with `httparse` (the parser hyper uses) and its header values are slices of the read
-//! buffer; the body is read by [`super::decode`] from the same buffer. This hop's own fields
+//! buffer — or, for a plain head the server's own path will write, its field lines are kept as
+//! bytes ([`super::raw`]); the body is read by [`super::decode`] from the same buffer. This hop's own fields
 //! (`Keep-Alive`, a `Connection` naming no other field) are read and left out of the parts:
 //! the proxy would only strip them.
 //!
@@ -16,6 +17,7 @@
 //! closes.
 
 use super::decode::Framing;
+use super::raw::RawFields;
 use super::spans::{Span, Spans, STACK_HEADERS};
 use crate::proxy::headers::{add_length, has_token, last_coding_is_chunked, push_line as line};
 use bytes::{Bytes, BytesMut};
@@ -38,6 +40,9 @@ pub struct H1 {
     stream: TcpStream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
+    /// The current response's head, when it was passed through ([`super::raw`]); dropped
+    /// when the connection goes back to the pool (it holds part of the read buffer).
+    pub raw: Option<RawFields>,
 }
 
 /// Why a response could not be read.
@@ -52,10 +57,13 @@ pub enum ReadError {
 }
 
 /// The response head, its body's framing and whether the connection can carry another request.
+/// A plain head's fields are in `raw`, and `parts.headers` is empty (with room for the fields
+/// the proxy adds).
 pub struct Head {
     pub parts: http::response::Parts,
     pub framing: Framing,
     pub keep_alive: bool,
+    pub raw: Option<RawFields>,
 }
 
 /// What the request head is written from: the prepared client head, this hop's forwarding
@@ -66,13 +74,16 @@ pub struct Outgoing<'a> {
     pub forwarding: Option<&'a crate::proxy::forwarding::Forwarding>,
     pub host: &'a str,
     pub previous: Option<&'a str>,
+    /// A plain response head may be passed through as bytes ([`super::raw`]): only the
+    /// server's own HTTP/1.1 path writes it, and nothing on the way reads the fields.
+    pub pass_through: bool,
 }
 
 impl H1 {
     /// Boxed: the connection moves with every response (in its body, then back to the pool),
     /// and a pointer moves for less than its ~90 bytes. One allocation a connection.
     pub fn new(stream: TcpStream) -> Box<H1> {
-        Box::new(H1 { stream, rbuf: BytesMut::with_capacity(READ_SIZE), wbuf: Vec::with_capacity(1024) })
+        Box::new(H1 { stream, rbuf: BytesMut::with_capacity(READ_SIZE), wbuf: Vec::with_capacity(1024), raw: None })
     }
 
     /// An idle pooled connection can carry a request: the backend did not close it and sent
@@ -89,13 +100,14 @@ impl H1 {
         self.stream.write_all(&self.wbuf).await
     }
 
-    /// Read the response head to a request (`head_request`: it was a HEAD).
-    pub async fn read_head(&mut self, head_request: bool) -> Result<Head, ReadError> {
+    /// Read the response head to a request (`head_request`: it was a HEAD; `pass_through`: a
+    /// plain head's fields may stay bytes).
+    pub async fn read_head(&mut self, head_request: bool, pass_through: bool) -> Result<Head, ReadError> {
         let mut received = false;
         loop {
             if !self.rbuf.is_empty() {
                 received = true;
-                if let Some(head) = parse_head(&mut self.rbuf, head_request)? {
+                if let Some(head) = parse_head(&mut self.rbuf, head_request, pass_through)? {
                     return Ok(head);
                 }
                 if self.rbuf.len() >= MAX_HEAD_BYTES {
@@ -170,7 +182,7 @@ struct Parsed {
 
 /// Parse a complete head at the start of `buf` (skipping 1xx informational ones) and take it
 /// out of the buffer; `None` while it is incomplete.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ReadError> {
+pub fn parse_head(buf: &mut BytesMut, head_request: bool, pass_through: bool) -> Result<Option<Head>, ReadError> {
     let mut spans = Spans::new();
     loop {
         let Some(p) = locate(buf, &mut spans)? else { return Ok(None) };
@@ -178,7 +190,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Re
         if matches!(p.status, 100 | 102..=199) {
             continue;
         }
-        return build(bytes, p, &spans, head_request).map(Some);
+        return build(bytes, p, &spans, head_request, pass_through).map(Some);
     }
 }
 
@@ -222,10 +234,18 @@ fn invalid(e: httparse::Error) -> &'static str {
     }
 }
 
-/// The response parts from a parsed head: header values are slices of `bytes`.
-fn build(bytes: Bytes, p: Parsed, spans: &Spans, head_request: bool) -> Result<Head, ReadError> {
+/// The response parts from a parsed head: its fields passed through (`pass_through` and a
+/// plain head), or in the map with values that are slices of `bytes`.
+fn build(bytes: Bytes, p: Parsed, spans: &Spans, head_request: bool, pass_through: bool) -> Result<Head, ReadError> {
     let status = StatusCode::from_u16(p.status).map_err(|_| ReadError::Invalid("invalid status"))?;
     let version = if p.version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    let bytes = match pass_through && status != StatusCode::SWITCHING_PROTOCOLS {
+        true => match RawFields::plain(bytes, spans.as_slice(), version == Version::HTTP_11) {
+            Ok((raw, keep_alive)) => return passed_through(raw, keep_alive, &p, status, version, head_request),
+            Err(bytes) => bytes,
+        },
+        false => bytes,
+    };
     // One more than the backend sent: room for the `Set-Cookie` a new session's response gets
     // (a map at capacity would allocate twice again to grow).
     let mut headers = crate::proxy::headers::map_with_capacity(spans.as_slice().len() + 1);
@@ -260,19 +280,40 @@ fn build(bytes: Bytes, p: Parsed, spans: &Spans, head_request: bool) -> Result<H
         }
         headers.append(name, value);
     }
+    let mut parts = parts(status, version, &bytes, p.reason);
+    parts.headers = headers;
+    let (framing, upgrade) = framing(&parts, head_request, chunked_te, length)?;
+    Ok(Head { parts, framing, keep_alive: keep_alive && !upgrade, raw: None })
+}
+
+/// The head of a plain response: its fields stay in `raw`; the map is empty, with room for
+/// what the proxy adds (a new session's `Set-Cookie`, the debug header).
+fn passed_through(
+    raw: RawFields,
+    keep_alive: bool,
+    p: &Parsed,
+    status: StatusCode,
+    version: Version,
+    head_request: bool,
+) -> Result<Head, ReadError> {
+    let mut parts = parts(status, version, raw.head(), p.reason);
+    parts.headers = crate::proxy::headers::map_with_capacity(2);
+    let length = raw.length().map(Ok);
+    let (framing, _) = framing(&parts, head_request, None, length)?;
+    Ok(Head { parts, framing, keep_alive, raw: Some(raw) })
+}
+
+/// Status, version and, when it is not the usual one, the backend's reason phrase.
+fn parts(status: StatusCode, version: Version, bytes: &Bytes, reason: Span) -> http::response::Parts {
     let mut response = http::Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    let reason = &bytes[p.reason.range()];
-    if Some(reason) != status.canonical_reason().map(str::as_bytes) {
-        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(bytes.slice(p.reason.range())) {
+    if Some(&bytes[reason.range()]) != status.canonical_reason().map(str::as_bytes) {
+        if let Ok(r) = hyper::ext::ReasonPhrase::try_from(bytes.slice(reason.range())) {
             response.extensions_mut().insert(r);
         }
     }
-    let (mut parts, ()) = response.into_parts();
-    parts.headers = headers;
-    let (framing, upgrade) = framing(&parts, head_request, chunked_te, length)?;
-    Ok(Head { parts, framing, keep_alive: keep_alive && !upgrade })
+    response.into_parts().0
 }
 
 /// The body's framing (RFC 9112 6.3, as hyper's client decides it), and whether the response
@@ -306,7 +347,7 @@ fn framing(
 
 /// A `Connection` value of only `keep-alive` and `close`: it names no other field for the
 /// proxy to strip.
-fn names_nothing_else(v: &[u8]) -> bool {
+pub(super) fn names_nothing_else(v: &[u8]) -> bool {
     v.split(|&b| b == b',').all(|t| {
         let t = t.trim_ascii();
         t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")

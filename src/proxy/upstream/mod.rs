@@ -22,10 +22,13 @@ mod decode;
 mod differential;
 mod h1;
 mod pool;
+pub mod raw;
 pub mod spans;
 
 pub use body::Body;
 pub use h1::Outgoing;
+#[cfg(test)]
+pub use h1::{parse_head, Head};
 
 use super::request_body::{BoxError, UpstreamBody};
 use super::ProxyError;
@@ -154,8 +157,11 @@ impl Conn {
             tracing::debug!(error = %e, "writing the request failed");
             return Err(SendError::Unsent(None));
         }
-        let head =
-            h1.read_head(out.parts.method == http::Method::HEAD).await.map_err(|e| SendError::Failed(e.into()))?;
+        let head = h1
+            .read_head(out.parts.method == http::Method::HEAD, out.pass_through)
+            .await
+            .map_err(|e| SendError::Failed(e.into()))?;
+        h1.raw = head.raw;
         let Kind::Lean(conn) = &mut self.kind else { unreachable!() };
         let body = body::LeanBody::new(
             conn.take().expect("checked above"),

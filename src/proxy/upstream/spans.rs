@@ -24,6 +24,15 @@ impl Span {
     pub fn range(self) -> std::ops::Range<usize> {
         self.0 as usize..self.1 as usize
     }
+
+    pub fn start(self) -> usize {
+        self.0 as usize
+    }
+
+    /// `start..end` (`end` exclusive); positions within a head, which is far under 4 GiB.
+    pub fn new(start: usize, end: usize) -> Span {
+        Span(start as u32, end as u32)
+    }
 }
 
 /// The header lines' places: on the stack for the usual head, on the heap past
