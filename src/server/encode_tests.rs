@@ -252,6 +252,7 @@ fn a_head_with_fields_to_edit_goes_through_the_map() {
         "Proxy-Authenticate: Basic\r\ncontent-length: 1\r\n",
         "connection: keep-alive\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\ncontent-length: 1\r\n",
         "x-a: 1\ncontent-length: 1\r\n",
+        "X-Stickylb-Backend: spoofed\r\ncontent-length: 1\r\n",
     ] {
         let bytes = format!("HTTP/1.1 200 OK\r\n{fields}\r\n");
         let head = parsed(bytes.as_bytes(), false, true);

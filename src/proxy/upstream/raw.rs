@@ -7,7 +7,7 @@
 //! `HeaderValue` accepts, as `httparse` checks both): every line ends in CRLF; no
 //! `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade` or `Proxy-*` field; a `Connection` only of
 //! `keep-alive` and `close` (this hop's own, left out like `Keep-Alive`); at most one
-//! `Content-Length`, one number; not a 1xx. Anything else goes through the map, as before.
+//! `Content-Length`, one number; no `X-Stickylb-Backend` (the debug header replaces it); not a 1xx. Anything else goes through the map, as before.
 //! The fields the proxy adds (a new session's `Set-Cookie`, the debug header, `Connection:
 //! close`) go in the response's map, written after these lines by the encoder
 //! (`server::encode`), which applies the same rules to both. Owns no I/O.
@@ -93,6 +93,8 @@ impl RawFields {
                     raw.length = Some((line, value, number));
                 }
                 4 if is("date") => raw.date = true,
+                // The debug header replaces a backend's field of its name (in the map).
+                18 if is("x-stickylb-backend") => return None,
                 // `HeaderName`'s limit is 64 KiB; such a name goes the general way.
                 len if len > 1024 || (len > 6 && n[..6].eq_ignore_ascii_case(b"proxy-")) => return None,
                 _ => {}
