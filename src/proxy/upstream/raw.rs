@@ -36,6 +36,11 @@ pub trait PassThrough {
     }
 }
 
+/// `head[at..at + 2]` is CRLF (two byte compares: a slice compare calls `memcmp`).
+fn crlf(head: &[u8], at: usize) -> bool {
+    head.get(at) == Some(&b'\r') && head.get(at + 1) == Some(&b'\n')
+}
+
 impl RawFields {
     /// The head's field lines passed through, if it is plain (else `head` back); and whether
     /// the connection may carry another request (`http11`: the response is HTTP/1.1, kept
@@ -49,7 +54,7 @@ impl RawFields {
 
     fn check(head: &[u8], lines: &[(Span, Span)], http11: bool) -> Option<(RawFields, bool)> {
         let end = head.len().checked_sub(2)?;
-        if &head[end..] != b"\r\n" {
+        if !crlf(head, end) {
             return None;
         }
         let start = lines.first().map_or(end, |(name, _)| name.start());
@@ -64,7 +69,7 @@ impl RawFields {
         let (mut keep_alive, mut close) = (http11, false);
         for (i, &(name, value)) in lines.iter().enumerate() {
             let line_end = lines.get(i + 1).map_or(end, |(next, _)| next.start());
-            if line_end < name.start() + 2 || &head[line_end - 2..line_end] != b"\r\n" {
+            if line_end < name.start() + 2 || !crlf(head, line_end - 2) {
                 return None; // a bare LF: not passed on as it came
             }
             let line = Span::new(name.start(), line_end);
