@@ -1,12 +1,13 @@
 //! The properties of the server's own HTTP/1.1 path that its fuzz targets check (beside
-//! `checks.rs`, which holds the others): `fuzz/fuzz_targets/request_head.rs` and
-//! `response_head.rs` call the function of the same name, and `tests/fuzz_corpus.rs` replays
+//! `checks.rs`, which holds the others): `fuzz/fuzz_targets/request_head.rs`,
+//! `response_head.rs` and `backend_head.rs` call the function of the same name, and `tests/fuzz_corpus.rs` replays
 //! `fuzz/corpus/NAME/` and `fuzz/regressions/NAME/` through it. A property that fails panics.
 #![allow(dead_code)] // each fuzz target uses one function
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use stickylb::proxy::upstream::spans::{Spans, STACK_HEADERS};
+use stickylb::proxy::upstream::{self, Head};
 use stickylb::server::encode::{self, Framing};
 use stickylb::server::head::{self, Parsed};
 
@@ -133,4 +134,82 @@ pub fn response_head(data: &[u8]) {
             .any(|h| h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
         assert!(close, "a last response says close: {:?}", String::from_utf8_lossy(&out));
     }
+}
+
+/// A backend's response head, read by the lean client both ways — its fields in a map, and
+/// passed through as bytes when it is plain — gives the same result: both refuse it, or both
+/// read the same status, version, framing and keep-alive; the lines passed through are the
+/// fields the proxy forwards from the map (hop-by-hop ones out), each ending in CRLF; and the
+/// server's encoder writes the two alike, as a client reads fields. The first byte holds the
+/// flags (HEAD, keep-alive, what is known of the body); the rest is the backend's bytes.
+pub fn backend_head(data: &[u8]) {
+    let Some((&flags, bytes)) = data.split_first() else { return };
+    let (head_request, keep_alive) = (flags & 1 == 1, flags & 2 == 2);
+    let body: encode::BodyLength = match (flags >> 2) & 3 {
+        0 => None,
+        1 => Some(None),
+        _ => Some(Some(u64::from(flags >> 4))),
+    };
+    let in_map = upstream::parse_head(&mut BytesMut::from(bytes), head_request, false);
+    let passed = upstream::parse_head(&mut BytesMut::from(bytes), head_request, true);
+    let (mut m, mut r) = match (in_map, passed) {
+        (Ok(Some(m)), Ok(Some(r))) => (m, r),
+        (Ok(None), Ok(None)) | (Err(_), Err(_)) => return,
+        (m, r) => panic!(
+            "the two ways disagree: map {:?}, passed through {:?}",
+            m.map(|h| h.is_some()),
+            r.map(|h| h.is_some())
+        ),
+    };
+    let facts = |h: &Head| (h.parts.status, h.parts.version, h.framing, h.keep_alive);
+    assert_eq!(facts(&m), facts(&r));
+    // As the proxy does before writing a response (nothing is left to strip in a passed-through one).
+    stickylb::proxy::headers::strip_hop_by_hop(&mut m.parts.headers);
+    stickylb::proxy::headers::strip_hop_by_hop(&mut r.parts.headers);
+    let forwarded = fields(&m.parts.headers);
+    match &r.raw {
+        None => assert_eq!(fields(&r.parts.headers), forwarded, "a head not passed through is the map's"),
+        Some(raw) => {
+            assert!(r.parts.headers.is_empty(), "a passed-through head's fields are not in the map");
+            let mut lines = Vec::new();
+            raw.write(&mut lines, false);
+            let text = String::from_utf8_lossy(&lines);
+            assert!(text.is_empty() || text.ends_with("\r\n"), "{text:?}");
+            let mut read = HeaderMap::new();
+            for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let line = line.strip_suffix(b"\r").expect("every line ends in CRLF");
+                let colon = line.iter().position(|&b| b == b':').expect("name: value");
+                let name = HeaderName::from_bytes(&line[..colon]).expect("a valid name");
+                read.append(name, HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).expect("a valid value"));
+            }
+            assert_eq!(fields(&read), forwarded, "the lines passed through are the fields forwarded");
+        }
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let ea = encode::head(&mut a, &mut m.parts, None, body, head_request, keep_alive);
+    let eb = encode::head(&mut b, &mut r.parts, r.raw.as_ref(), body, head_request, keep_alive);
+    assert_eq!(ea, eb);
+    if ea.is_ok() {
+        assert_eq!(as_read(&a), as_read(&b), "{:?} / {:?}", String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+    }
+}
+
+fn fields(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    h.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect()
+}
+
+/// An encoded head as a client reads it: the status line, then the fields by name (lower
+/// case) in order of first appearance, each name's values in order; `Date` values blanked
+/// (the encoder's own changes each second).
+fn as_read(out: &[u8]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let mut lines = out.split(|&b| b == b'\n');
+    let status = lines.next().unwrap_or_default().to_vec();
+    let mut map = HeaderMap::new();
+    for line in lines.map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty()) {
+        let colon = line.iter().position(|&b| b == b':').expect("name: value");
+        let name = HeaderName::from_bytes(&line[..colon]).expect("a valid name");
+        let value = if name == http::header::DATE { b"*" } else { line[colon + 1..].trim_ascii() };
+        map.append(name, HeaderValue::from_bytes(value).expect("a valid value"));
+    }
+    (status, fields(&map))
 }

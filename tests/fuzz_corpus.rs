@@ -65,3 +65,8 @@ fn request_head() {
 fn response_head() {
     replay("response_head", server_checks::response_head);
 }
+
+#[test]
+fn backend_head() {
+    replay("backend_head", server_checks::backend_head);
+}

@@ -250,6 +250,7 @@ fn a_head_with_fields_to_edit_goes_through_the_map() {
         "upgrade: h2c\r\ncontent-length: 1\r\n",
         "te: trailers\r\ncontent-length: 1\r\n",
         "Proxy-Authenticate: Basic\r\ncontent-length: 1\r\n",
+        "proxy-: x\r\ncontent-length: 1\r\n",
         "connection: keep-alive\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\ncontent-length: 1\r\n",
         "x-a: 1\ncontent-length: 1\r\n",
         "X-Stickylb-Backend: spoofed\r\ncontent-length: 1\r\n",

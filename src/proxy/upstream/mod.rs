@@ -27,8 +27,8 @@ pub mod spans;
 
 pub use body::Body;
 pub use h1::Outgoing;
-#[cfg(test)]
-pub use h1::{parse_head, Head};
+#[doc(hidden)] // public for the fuzz harness (fuzz/server_checks.rs)
+pub use h1::{parse_head, Head, ReadError};
 
 use super::request_body::{BoxError, UpstreamBody};
 use super::ProxyError;

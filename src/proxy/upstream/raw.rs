@@ -101,7 +101,7 @@ impl RawFields {
                 // The debug header replaces a backend's field of its name (in the map).
                 18 if is("x-stickylb-backend") => return None,
                 // `HeaderName`'s limit is 64 KiB; such a name goes the general way.
-                len if len > 1024 || (len > 6 && n[..6].eq_ignore_ascii_case(b"proxy-")) => return None,
+                len if len > 1024 || (len >= 6 && n[..6].eq_ignore_ascii_case(b"proxy-")) => return None,
                 _ => {}
             }
         }
