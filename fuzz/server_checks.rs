@@ -183,6 +183,13 @@ pub fn backend_head(data: &[u8]) {
                 read.append(name, HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).expect("a valid value"));
             }
             assert_eq!(fields(&read), forwarded, "the lines passed through are the fields forwarded");
+            // What learning reads of them (`RawFields::fields`) is the same.
+            let mut listed = HeaderMap::new();
+            for (name, value) in raw.fields() {
+                let name = HeaderName::from_bytes(name).expect("a valid name");
+                listed.append(name, HeaderValue::from_bytes(value).expect("a valid value"));
+            }
+            assert_eq!(fields(&listed), forwarded, "the fields listed are the fields forwarded");
         }
     }
     let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -174,8 +174,8 @@ async fn serve(
     let cfg = &snap.config;
     request::check_limits(parts, &cfg.server)?;
     // The server's own HTTP/1.1 path (no body from hyper) writes a backend's plain response
-    // head as it came, unless the session mode reads the response's fields.
-    let pass_through = body.is_none() && matches!(snap.session.mode, SessionMode::Insert | SessionMode::None);
+    // head as it came (learning reads its fields as bytes); SOAP mode reads its body too.
+    let pass_through = body.is_none() && snap.session.mode != SessionMode::Soap;
     let mut session = snap.session.extract(&mut parts.headers, &parts.uri);
     if session.rejected {
         router.metrics.cookie_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -35,7 +35,10 @@ pub fn respond<'a>(
     let switched = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     let protocol = if switched { parts.headers.get(header::UPGRADE).cloned() } else { None };
     let _ = headers::strip_hop_by_hop(&mut parts.headers);
-    let learned = router.learned(&parts.headers);
+    let learned = match body.raw_fields() {
+        Some(raw) => router.learned_from(raw.fields()),
+        None => router.learned(&parts.headers),
+    };
     if let Some(cookie) = router.insert_cookie(plan) {
         parts.headers.append(header::SET_COOKIE, cookie);
     }

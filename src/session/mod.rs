@@ -141,18 +141,29 @@ impl SessionPolicy {
 
     /// What a backend response teaches about its session (learn and header modes).
     pub fn learn(&self, headers: &HeaderMap) -> Option<Learned> {
+        self.learn_from(headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())))
+    }
+
+    /// [`SessionPolicy::learn`] from a response's fields as (name, value) bytes in order, the
+    /// names in any case: a map's, or a head passed through as it came
+    /// (`proxy::upstream::raw`). The first `Set-Cookie` of the cookie's name, or the first
+    /// field of the header's, as a map's `get_all` and `get` find them.
+    pub fn learn_from<'a>(&self, mut fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<Learned> {
         match self.mode {
-            SessionMode::Learn => headers.get_all(SET_COOKIE).iter().find_map(|v| {
-                let c = Cookie::parse(v.to_str().ok()?).ok()?;
+            SessionMode::Learn => fields.find_map(|(name, v)| {
+                if !name.eq_ignore_ascii_case(SET_COOKIE.as_str().as_bytes()) {
+                    return None;
+                }
+                let c = Cookie::parse(visible_ascii(v)?).ok()?;
                 if c.name() != self.cookie_name {
                     return None;
                 }
                 let deleted = c.value().is_empty() || c.max_age().is_some_and(|a| a.is_zero() || a.is_negative());
                 Some(if deleted { Learned::Forget } else { Learned::Pin(c.value().to_owned()) })
             }),
-            SessionMode::Header => headers
-                .get(&self.header)
-                .and_then(|v| v.to_str().ok())
+            SessionMode::Header => fields
+                .find(|(name, _)| name.eq_ignore_ascii_case(self.header.as_str().as_bytes()))
+                .and_then(|(_, v)| visible_ascii(v))
                 .filter(|v| !v.is_empty())
                 .map(|v| Learned::Pin(v.to_owned())),
             _ => None,
@@ -163,6 +174,11 @@ impl SessionPolicy {
     pub fn set_cookie(&self, id: &str, route: &Route) -> Option<HeaderValue> {
         self.codec.as_ref().map(|c| c.set_cookie(id, route))
     }
+}
+
+/// A field value as text when it is only visible ASCII and tabs (`HeaderValue::to_str`'s rule).
+fn visible_ascii(v: &[u8]) -> Option<&str> {
+    v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)).then(|| std::str::from_utf8(v).ok()).flatten()
 }
 
 /// The `;`-separated pieces of a Cookie header, trimmed.
@@ -313,6 +329,12 @@ mod tests {
         let uri = Uri::from_static("/x;JSessionId=def?q=1");
         assert_eq!(p.extract(&mut h, &uri).key.as_deref(), Some("def"));
         let learned = p.learn(&headers(&[("set-cookie", "JSESSIONID=xyz; Path=/")]));
+        // A head passed through is read as bytes, its names as the backend wrote them.
+        let raw: [(&[u8], &[u8]); 3] =
+            [(b"Set-Cookie", b"other=1"), (b"SET-COOKIE", b"JSESSIONID=xyz; Path=/"), (b"set-cookie", b"JSESSIONID=2")];
+        assert_eq!(p.learn_from(raw.into_iter()), learned);
+        let hidden: [(&[u8], &[u8]); 1] = [(b"Set-Cookie", "JSESSIONID=caf\u{e9}".as_bytes())];
+        assert_eq!(p.learn_from(hidden.into_iter()), None, "only visible ASCII is read, as `to_str` reads it");
         assert_eq!(learned, Some(Learned::Pin("xyz".into())));
         let gone = p.learn(&headers(&[("set-cookie", "JSESSIONID=; Max-Age=0")]));
         assert_eq!(gone, Some(Learned::Forget));
@@ -324,5 +346,9 @@ mod tests {
         let mut h = headers(&[("x-session-id", "s1")]);
         assert_eq!(p.extract(&mut h, &Uri::from_static("/")).key.as_deref(), Some("s1"));
         assert_eq!(p.learn(&headers(&[("x-session-id", "s2")])), Some(Learned::Pin("s2".into())));
+        let raw: [(&[u8], &[u8]); 2] = [(b"X-Session-Id", b"s2"), (b"x-session-id", b"s3")];
+        assert_eq!(p.learn_from(raw.into_iter()), Some(Learned::Pin("s2".into())), "the first, in any case");
+        let empty: [(&[u8], &[u8]); 2] = [(b"X-Session-Id", b""), (b"x-session-id", b"s3")];
+        assert_eq!(p.learn_from(empty.into_iter()), None, "the first field only, as `get` finds it");
     }
 }

@@ -276,6 +276,11 @@ impl Router<'_> {
         self.snap.session.learn(headers)
     }
 
+    /// [`Router::learned`] from a response head's fields as bytes (one passed through).
+    pub fn learned_from<'a>(&self, fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<Learned> {
+        self.snap.session.learn_from(fields)
+    }
+
     /// Pin an id the backend issued, or forget the request's.
     pub async fn keep(&self, plan: &Plan, learned: Learned) {
         match learned {

@@ -75,7 +75,7 @@ pub struct Outgoing<'a> {
     pub host: &'a str,
     pub previous: Option<&'a str>,
     /// A plain response head may be passed through as bytes ([`super::raw`]): only the
-    /// server's own HTTP/1.1 path writes it, and nothing on the way reads the fields.
+    /// server's own HTTP/1.1 path writes it, and only learning reads its fields on the way.
     pub pass_through: bool,
 }
 

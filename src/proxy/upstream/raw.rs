@@ -10,7 +10,8 @@
 //! `Content-Length`, one number; no `X-Stickylb-Backend` (the debug header replaces it); not a 1xx. Anything else goes through the map, as before.
 //! The fields the proxy adds (a new session's `Set-Cookie`, the debug header, `Connection:
 //! close`) go in the response's map, written after these lines by the encoder
-//! (`server::encode`), which applies the same rules to both. Owns no I/O.
+//! (`server::encode`), which applies the same rules to both; learning reads the lines through
+//! [`RawFields::fields`]. Owns no I/O.
 
 use super::spans::Span;
 use bytes::Bytes;
@@ -118,6 +119,29 @@ impl RawFields {
     /// The whole head, status line included.
     pub fn head(&self) -> &Bytes {
         &self.head
+    }
+
+    /// The fields passed through, as (name, value) bytes in order: the name as the backend
+    /// wrote it, the value without the whitespace around it (as `httparse` gives it).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let cut = self.cut;
+        let cuts = usize::from(self.cuts);
+        let mut at = self.lines.start();
+        let end = self.lines.range().end;
+        std::iter::from_fn(move || loop {
+            if at >= end {
+                return None;
+            }
+            let start = at;
+            let len = memchr::memchr(b'\n', &self.head[start..end])?;
+            at = start + len + 1;
+            if cut[..cuts].iter().any(|c| c.start() == start) {
+                continue;
+            }
+            let line = &self.head[start..start + len - 1]; // without its CRLF
+            let colon = memchr::memchr(b':', line)?;
+            return Some((&line[..colon], line[colon + 1..].trim_ascii()));
+        })
     }
 
     /// The `Content-Length` as a number, if the head has one.
