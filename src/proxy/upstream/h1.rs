@@ -257,11 +257,7 @@ fn build(bytes: Bytes, p: Parsed, spans: &Spans, head_request: bool, pass_throug
         let raw = &bytes[name.range()];
         if raw.eq_ignore_ascii_case(b"connection") {
             let value = &bytes[value.range()];
-            if close || has_token(value, "close") {
-                (close, keep_alive) = (true, false);
-            } else if !keep_alive {
-                keep_alive = has_token(value, "keep-alive");
-            }
+            connection(value, &mut close, &mut keep_alive);
             if names_nothing_else(value) {
                 // This hop's own (hop-by-hop: the proxy would strip it): consumed here.
                 continue;
@@ -342,6 +338,16 @@ fn framing(
         Some(Ok(n)) => Ok((Framing::Length(n), false)),
         Some(Err(())) => Err(ReadError::Invalid("invalid content-length")),
         None => Ok((Framing::Close, false)),
+    }
+}
+
+/// What a `Connection` field says of the backend connection: `close` ends it (whatever
+/// follows); `keep-alive` keeps an HTTP/1.0 one (`keep_alive` starts as "HTTP/1.1").
+pub(super) fn connection(v: &[u8], close: &mut bool, keep_alive: &mut bool) {
+    if *close || has_token(v, "close") {
+        (*close, *keep_alive) = (true, false);
+    } else if !*keep_alive {
+        *keep_alive = has_token(v, "keep-alive");
     }
 }
 

@@ -7,7 +7,8 @@
 //! `HeaderValue` accepts, as `httparse` checks both): every line ends in CRLF; no
 //! `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade` or `Proxy-*` field; a `Connection` only of
 //! `keep-alive` and `close` (this hop's own, left out like `Keep-Alive`); at most one
-//! `Content-Length`, one number; no `X-Stickylb-Backend` (the debug header replaces it); not a 1xx. Anything else goes through the map, as before.
+//! `Content-Length`, one number; no `X-Stickylb-Backend` (the debug header replaces it); not
+//! a 1xx or 101. Anything else goes through the map, as before.
 //! The fields the proxy adds (a new session's `Set-Cookie`, the debug header, `Connection:
 //! close`) go in the response's map, written after these lines by the encoder
 //! (`server::encode`), which applies the same rules to both; learning reads the lines through
@@ -30,7 +31,8 @@ pub struct RawFields {
 }
 
 /// What a body carrying a backend's response can say of its head: its fields as bytes, when
-/// they were passed through (the server's encoder writes them, and nothing else reads them).
+/// they were passed through (the server's encoder writes them; learning and the access log
+/// read them on the way).
 pub trait PassThrough {
     fn raw_fields(&self) -> Option<&RawFields> {
         None
@@ -82,11 +84,7 @@ impl RawFields {
                     if !super::h1::names_nothing_else(v) {
                         return None;
                     }
-                    if close || crate::proxy::headers::has_token(v, "close") {
-                        (close, keep_alive) = (true, false);
-                    } else if !keep_alive {
-                        keep_alive = crate::proxy::headers::has_token(v, "keep-alive");
-                    }
+                    super::h1::connection(v, &mut close, &mut keep_alive);
                     raw.cut(line)?;
                 }
                 10 if is("keep-alive") => raw.cut(line)?,
