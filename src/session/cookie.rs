@@ -79,28 +79,30 @@ impl CookieCodec {
 
     /// The signed cookie value of the first format: the id alone, no route (tests, benches).
     pub fn signed_value(&self, id: &str) -> String {
-        let mut out = String::with_capacity(DIGEST_B64_LEN + id.len());
-        out.push_str(id);
-        self.sign_from(&mut out, 0);
-        out
+        let mut out = Vec::with_capacity(DIGEST_B64_LEN + id.len());
+        self.push_signed(&mut out, |o| o.extend_from_slice(id.as_bytes()));
+        text(out)
     }
 
     /// The signed cookie value naming `route` (what the client sends back).
     pub fn signed_route_value(&self, id: &str, route: &Route) -> String {
-        let mut out = String::with_capacity(DIGEST_B64_LEN + payload_len(id, route));
-        push_payload(&mut out, id, route);
-        self.sign_from(&mut out, 0);
-        out
+        let mut out = Vec::with_capacity(DIGEST_B64_LEN + payload_len(id, route));
+        self.push_signed(&mut out, |o| push_payload(o, id, route));
+        text(out)
     }
 
-    /// Sign what `out` holds from `at` on (a payload) and put the digest in front of it.
-    fn sign_from(&self, out: &mut String, at: usize) {
+    /// Push a signed value: room for the digest, the payload `push` writes, then the digest
+    /// of that payload into its room. Bytes throughout: no text checks, no payload moved.
+    fn push_signed(&self, out: &mut Vec<u8>, push: impl FnOnce(&mut Vec<u8>)) {
+        let at = out.len();
+        out.resize(at + DIGEST_B64_LEN, 0);
+        push(out);
+        let (digest, payload) = out[at..].split_at_mut(DIGEST_B64_LEN);
         let mut mac = self.macs[0].clone();
-        mac.update(&out.as_bytes()[at..]);
-        let mut digest = [0u8; DIGEST_B64_LEN];
-        let n = BASE64.encode_slice(mac.finalize().into_bytes(), &mut digest).unwrap_or(0);
-        // Base64 is text.
-        out.insert_str(at, std::str::from_utf8(&digest[..n]).unwrap_or(""));
+        mac.update(payload);
+        // 32 bytes are exactly 44 base64 characters: the room is filled.
+        let n = BASE64.encode_slice(mac.finalize().into_bytes(), digest).unwrap_or(0);
+        debug_assert_eq!(n, DIGEST_B64_LEN);
     }
 
     /// The `Set-Cookie` header for session `id`, pinned to `route`: put together in one buffer
@@ -108,15 +110,13 @@ impl CookieCodec {
     pub fn set_cookie(&self, id: &str, route: &Route) -> HeaderValue {
         // Exactly the length: a `Bytes` made from a full `Vec` needs no allocation of its own.
         let len = self.name.len() + 1 + DIGEST_B64_LEN + payload_len(id, route) + self.attributes.len();
-        let mut v = String::with_capacity(len);
-        v.push_str(&self.name);
-        v.push('=');
-        let at = v.len();
-        push_payload(&mut v, id, route);
-        self.sign_from(&mut v, at);
-        v.push_str(&self.attributes);
-        debug_assert_eq!(v.len(), v.capacity(), "{v}");
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(v.into_bytes())).expect("cookie text is a valid header value")
+        let mut v = Vec::with_capacity(len);
+        v.extend_from_slice(self.name.as_bytes());
+        v.push(b'=');
+        self.push_signed(&mut v, |o| push_payload(o, id, route));
+        v.extend_from_slice(self.attributes.as_bytes());
+        debug_assert_eq!(v.len(), v.capacity());
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).expect("cookie text is a valid header value")
     }
 
     /// The session inside a cookie value, if its signature verifies with the current or a
@@ -203,7 +203,7 @@ fn payload_len(id: &str, route: &Route) -> usize {
 }
 
 /// Push `ID~CREATED~BACKEND` (the creation time in seconds).
-fn push_payload(out: &mut String, id: &str, route: &Route) {
+fn push_payload(out: &mut Vec<u8>, id: &str, route: &Route) {
     let mut digits = [0u8; 20];
     let mut n = route.created_ms / 1000;
     let mut i = digits.len();
@@ -215,11 +215,17 @@ fn push_payload(out: &mut String, id: &str, route: &Route) {
             break;
         }
     }
-    out.push_str(id);
-    out.push(SEP);
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
-    out.push(SEP);
-    out.push_str(&route.backend);
+    out.extend_from_slice(id.as_bytes());
+    out.push(SEP as u8);
+    out.extend_from_slice(&digits[i..]);
+    out.push(SEP as u8);
+    out.extend_from_slice(route.backend.as_bytes());
+}
+
+/// A signed value as text (for the callers that want a `String`): an id or payload given as
+/// text, and base64, are text.
+fn text(v: Vec<u8>) -> String {
+    String::from_utf8(v).expect("a signed value is text")
 }
 
 /// `ID` or `ID~CREATED~BACKEND`; anything else is no payload of ours.
@@ -419,8 +425,9 @@ mod tests {
             format!("{id}~99999999999999999999~a"),
             format!("{}~1~a", &id[1..]),
         ] {
-            let mut signed = payload.clone();
-            c.sign_from(&mut signed, 0);
+            let mut signed = Vec::new();
+            c.push_signed(&mut signed, |o| o.extend_from_slice(payload.as_bytes()));
+            let signed = text(signed);
             assert_eq!(c.verify(&signed), None, "{payload:?}");
         }
     }
