@@ -212,7 +212,12 @@ impl<C: Counts, V: Value> Table<C, V> {
                 if self.expired(&slot, now) {
                     return current;
                 }
-                self.put(&mut pins, Key::of(key), slot, now);
+                if current.is_some() {
+                    self.put(&mut pins, Key::of(key), slot, now);
+                } else {
+                    // `live` found no pin (or dropped an expired one): no second walk.
+                    self.add(&mut pins, Key::of(key), slot, now);
+                }
                 Some(value)
             }
             None => current,
@@ -329,13 +334,19 @@ impl<C: Counts, V: Value> Table<C, V> {
 
     /// Insert or replace `slot`; a new pin first sweeps a few buckets and makes room.
     fn put(&self, pins: &mut Pins<V>, key: Key, slot: Slot<V>, now: u32) {
-        self.counts.added(slot.value.id());
         if let Some(at) = pins.slots.find(key) {
+            self.counts.added(slot.value.id());
             let old = pins.slots.at(at);
             self.counts.removed(old.value.id());
             (old.value, old.used, old.created) = (slot.value, slot.used, slot.created);
             return;
         }
+        self.add(pins, key, slot, now);
+    }
+
+    /// Insert `slot` for `key`, which has no pin: first sweep a few buckets and make room.
+    fn add(&self, pins: &mut Pins<V>, key: Key, slot: Slot<V>, now: u32) {
+        self.counts.added(slot.value.id());
         let swept = self.sweep_some(pins, now);
         // The first sample from where the sweep just looked: those buckets are in cache, and as
         // random a sample as any (a pin's bucket follows its key's hash, not its age).
