@@ -1,7 +1,10 @@
 //! Criterion benchmarks of the affinity stores' hot path: a lookup of an existing pin in the
 //! memory store vs a local-cache hit in the Redis store, and (when `redis-server` is on PATH,
 //! started here on a free loopback port) a Redis store lookup that misses the local cache and
-//! goes to Redis (GET + PEXPIRE round trip).
+//! goes to Redis (GET + PEXPIRE round trip). `store_new_pin/memory_full`: a new session's pin
+//! into a memory store at its `max_entries` (1M pins; each new pin evicts one), the steady
+//! state of a busy server, where the table's cache and TLB misses show (instruction counts do
+//! not see them).
 //!
 //! `cargo bench --bench store` measures; under `cargo test --all-targets` each case runs once.
 
@@ -132,6 +135,8 @@ fn hot_path(c: &mut Criterion) {
     });
     g.finish();
 
+    new_pin(c, &cfg);
+
     let Some(_redis) = redis else {
         eprintln!("redis-server is not on PATH: skipping the cache-miss benchmark");
         return;
@@ -148,6 +153,39 @@ fn hot_path(c: &mut Criterion) {
             black_box(found)
         })
     });
+}
+
+/// New pins into a full memory store (fresh keys, as insert mode's random ids are).
+fn new_pin(c: &mut Criterion, cfg: &Config) {
+    const BATCH: u64 = 4096;
+    // 1M pins when measuring; under `cargo test --all-targets` (one run of each case) 10k.
+    let full: u64 = if std::env::args().any(|a| a == "--bench") { 1_000_000 } else { 10_000 };
+    let mut session = cfg.session.clone();
+    session.max_entries = full;
+    let memory = MemoryStore::new(&session);
+    let mut n = 0u64;
+    // 32 hex digits that look random (an odd multiplier is a bijection on u128).
+    let mut next = move || {
+        n += 1;
+        format!("{:032x}", u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+    };
+    for i in 0..full {
+        memory.pin_sync(&next(), BACKENDS[i as usize % 3]);
+    }
+    let mut g = c.benchmark_group("store_new_pin");
+    g.throughput(criterion::Throughput::Elements(BATCH));
+    g.bench_function("memory_full", |b| {
+        b.iter_batched_ref(
+            || (0..BATCH).map(|_| next()).collect::<Vec<_>>(),
+            |keys| {
+                for (i, k) in keys.iter().enumerate() {
+                    black_box(ready(memory.pin_if_absent(black_box(k), BACKENDS[i % 3], None)));
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
 }
 
 criterion_group!(benches, hot_path);
