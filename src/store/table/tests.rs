@@ -168,6 +168,22 @@ fn idle_pins_expire_and_lookups_refresh_them() {
 }
 
 #[test]
+fn an_expired_pin_pinned_again_is_one_new_pin_counted_once() {
+    let (t, tally) = table(100, HOUR, 1000);
+    let k = t.key("back");
+    t.update(k, |_| Some(1));
+    std::thread::sleep(Duration::from_millis(250));
+    // The lookup drops the expired pin; the new one is added in its place, not beside it.
+    assert_eq!(t.update(k, |current| current.map_or(Some(2), |_| panic!("expired pin seen"))), Some(2));
+    assert_eq!(t.update(k, |current| current.filter(|_| false)), Some(2), "found again");
+    let held = || t.shards.iter().map(|s| lock(s).slots.len()).sum::<usize>();
+    assert_eq!((held(), tally.get()), (1, [0, 0, 1, 0]));
+    // A live pin changed is replaced in place.
+    assert_eq!(t.update(k, |_| Some(3)), Some(3));
+    assert_eq!((held(), tally.get(), t.get(k)), (1, [0, 0, 0, 1], Some(3)));
+}
+
+#[test]
 fn lifetime_counts_from_creation_even_for_restored_pins() {
     let (t, tally) = table(HOUR, HOUR, 1000);
     let now = crate::store::unix_ms();
