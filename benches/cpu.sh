@@ -2,7 +2,7 @@
 # cpu.sh - CPU time per proxied request (user and system, in µs) of HAProxy `cookie insert`,
 # stickylb and the stack's floor (examples/floor.rs), in one run:
 #
-#   cargo build --profile dist --bins --example floor
+#   cargo build --profile dist --bin stickylb && cargo build --profile dist --example floor
 #   ROUNDS=3 benches/cpu.sh            (run as root the first time: it may apt-get)
 #   env knobs (defaults): ROUNDS=3 DUR=5s CONNS=16  STICKYLB_BIN  FLOOR_BIN (no floor if absent)
 #   REDIS=1 adds a second stickylb on the Redis store (a private redis-server on CPU 0, no
