@@ -3,7 +3,7 @@
 # other on one build, and that table printed from their outputs:
 #
 #   cargo build --profile dist --bin stickylb && cargo build --profile dist --example floor
-#   benches/standing.sh                      # ~27 minutes; outputs kept in $OUT
+#   benches/standing.sh                      # ~25 minutes; outputs kept in $OUT
 #   FROM=dir benches/standing.sh             # only the table, from the outputs of an earlier run
 #
 # Runs (each as README's Performance section gives it, PIN=1, DUR=5s): memory store, Redis
