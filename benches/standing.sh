@@ -9,14 +9,18 @@
 # Runs (each as README's Performance section gives it, PIN=1, DUR=5s): memory store, Redis
 # store and the floor with ROUNDS=5; the access log on with ROUNDS=3; HTTPS (peers-tls.sh)
 # with ROUNDS=5. Knobs: OUT (default /tmp/stickylb-standing.TIME), ROUNDS (5), RUNS (default
-# "memory redis log floor tls": a subset runs fewer). Loopback only; every process a run starts
-# is stopped by peers.sh / peers-tls.sh by its PID.
+# "memory redis log floor tls": a subset runs fewer), PEERS (the peers.sh to run, relative to
+# the repository). A run that fails is named and the others go on; its rows then say so, and
+# the script exits 1. Loopback only; every process a run starts is stopped by peers.sh /
+# peers-tls.sh by its PID.
 # A row's figures: the req/s medians of the rounds (as peers.sh prints them), their ratio, and
 # the median over the rounds of each target's p99 (peers.sh prints single rounds' p99s only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 RUNS=${RUNS:-memory redis log floor tls}
+PEERS=${PEERS:-../shared/bench/peers.sh}
+FAILED=
 
 if [ -z "${FROM:-}" ]; then
   OUT=${OUT:-/tmp/stickylb-standing.$(date +%Y%m%dT%H%M%S)}
@@ -26,7 +30,7 @@ if [ -z "${FROM:-}" ]; then
   peers() { # NAME ROUNDS PROXY_CMD
     echo "# $(date -u +%H:%M:%S) $1 (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     PIN=1 ROUNDS=$2 DUR=5s PROXY_CMD="$3" PROXY_ADDR=127.0.0.1:8090 \
-      bash ../shared/bench/peers.sh >"$OUT/$1.txt" 2>&1
+      bash "$PEERS" >"$OUT/$1.txt" 2>&1 || { echo "# $1 failed: see $OUT/$1.txt" >&2; FAILED="$FAILED $1"; }
   }
   for run in $RUNS; do
     case $run in
@@ -36,7 +40,8 @@ if [ -z "${FROM:-}" ]; then
       floor) peers floor "$ROUNDS" "$PWD/benches/peers-floor.sh" ;;
       tls)
         echo "# $(date -u +%H:%M:%S) tls (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-        PIN=1 ROUNDS=$ROUNDS DUR=5s STICKYLB_BIN=target/dist/stickylb benches/peers-tls.sh >"$OUT/tls.txt" 2>&1 ;;
+        PIN=1 ROUNDS=$ROUNDS DUR=5s STICKYLB_BIN=target/dist/stickylb benches/peers-tls.sh >"$OUT/tls.txt" 2>&1 \
+          || { echo "# tls failed: see $OUT/tls.txt" >&2; FAILED="$FAILED tls"; } ;;
       *) echo "error: unknown run $run" >&2; exit 2 ;;
     esac
   done
@@ -81,3 +86,4 @@ row "$FROM/tls.txt" "HTTPS: pinned client" proxy-tls-sticky haproxy-tls-sticky
 row "$FROM/tls.txt" "HTTPS: new session" proxy-tls haproxy-tls
 row "$FROM/floor.txt" "the floor (stickylb's stack, forwarding only): sticky client" proxy-sticky haproxy-sticky
 row "$FROM/floor.txt" "the floor: new client" proxy haproxy
+[ -z "$FAILED" ] || { echo "# failed:$FAILED" >&2; exit 1; }
