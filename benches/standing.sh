@@ -27,22 +27,24 @@ if [ -z "${FROM:-}" ]; then
   mkdir -p "$OUT"
   [ -x target/dist/stickylb ] && [ -x target/dist/examples/floor ] || {
     echo "error: run cargo build --profile dist --bin stickylb && cargo build --profile dist --example floor first" >&2; exit 1; }
-  peers() { # NAME ROUNDS PROXY_CMD
-    echo "# $(date -u +%H:%M:%S) $1 (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-    PIN=1 ROUNDS=$2 DUR=5s PROXY_CMD="$3" PROXY_ADDR=127.0.0.1:8090 \
-      bash "$PEERS" >"$OUT/$1.txt" 2>&1 || { echo "# $1 failed: see $OUT/$1.txt" >&2; FAILED="$FAILED $1"; }
+  # run NAME COMMAND...: one run, its output kept in $OUT/NAME.txt; a failure is named.
+  run() {
+    local name=$1
+    shift
+    echo "# $(date -u +%H:%M:%S) $name (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    "$@" >"$OUT/$name.txt" 2>&1 || { echo "# $name failed: see $OUT/$name.txt" >&2; FAILED="$FAILED $name"; }
   }
-  for run in $RUNS; do
-    case $run in
+  peers() { # NAME ROUNDS PROXY_CMD
+    run "$1" env PIN=1 ROUNDS="$2" DUR=5s PROXY_CMD="$3" PROXY_ADDR=127.0.0.1:8090 bash "$PEERS"
+  }
+  for which in $RUNS; do
+    case $which in
       memory) peers memory "$ROUNDS" "$PWD/benches/peers-proxy.sh" ;;
       redis) peers redis "$ROUNDS" "STORE=redis $PWD/benches/peers-proxy.sh" ;;
       log) peers log 3 "ACCESS_LOG=true $PWD/benches/peers-proxy.sh" ;;
       floor) peers floor "$ROUNDS" "$PWD/benches/peers-floor.sh" ;;
-      tls)
-        echo "# $(date -u +%H:%M:%S) tls (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-        PIN=1 ROUNDS=$ROUNDS DUR=5s STICKYLB_BIN=target/dist/stickylb benches/peers-tls.sh >"$OUT/tls.txt" 2>&1 \
-          || { echo "# tls failed: see $OUT/tls.txt" >&2; FAILED="$FAILED tls"; } ;;
-      *) echo "error: unknown run $run" >&2; exit 2 ;;
+      tls) run tls env PIN=1 ROUNDS="$ROUNDS" DUR=5s STICKYLB_BIN=target/dist/stickylb benches/peers-tls.sh ;;
+      *) echo "error: unknown run $which" >&2; exit 2 ;;
     esac
   done
   FROM=$OUT
