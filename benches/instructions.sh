@@ -4,6 +4,8 @@
 #   benches/instructions.sh            (run as root the first time: it may apt-get)
 #   env knobs (defaults): DUR=8s CONNS=16  STICKYLB_BIN=path (else builds the dist profile)
 #   KEEP=dir keeps each workload's callgrind dumps there (for callgrind_annotate)
+#   REDIS=1 runs stickylb on the Redis store (a private redis-server; pinned = local cache hit,
+#   new session = one SET NX each); redis-server's own CPU is not counted
 #
 # Unlike requests/s, an instruction count is repeatable: the same binary and workload give
 # the same figure whatever else the machine is doing, so it can compare two builds on a busy
@@ -19,12 +21,19 @@ DUR=${DUR:-8s}; CONNS=${CONNS:-16}
 
 . benches/lib.sh
 ensure_tools wrk nginx curl valgrind python3
+[ "${REDIS:-0}" = 1 ] && ensure_tools redis-server
 ensure_binary
 
 workdir instr
-read -r BE1 BE2 BE3 LB ADMIN < <(free_ports 5)
+read -r BE1 BE2 BE3 LB ADMIN RP < <(free_ports 6)
 nginx_backends 'default_type text/plain; return 200 "backend-PORT\n";' "$BE1" "$BE2" "$BE3"
 stickylb_bench_config "$TMP/stickylb.toml" "$LB" "$ADMIN" "$BE1" "$BE2" "$BE3"
+if [ "${REDIS:-0}" = 1 ]; then
+  start redis redis-server --bind 127.0.0.1 --port "$RP" --save '' --appendonly no --dir "$TMP" \
+    --logfile '' --loglevel warning
+  wait_port "$RP" redis
+  printf '[cluster]\nstore = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$RP" >>"$TMP/stickylb.toml"
+fi
 start stickylb valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$STICKYLB_BIN" --config "$TMP/stickylb.toml"
 wait_port "$LB" stickylb
 VG_PID=${PIDS[-1]}
