@@ -53,9 +53,9 @@ fn instance(bs: &[TestBackend], sentinels: &[RedisServer], name: &str) -> Balanc
         .set("cluster.instance_name", name)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_master_killed_under_load_fails_no_request_and_moves_no_session() {
-    let mut master = RedisServer::start().await;
+/// A master, its replica in sync, and three sentinels that know both and each other.
+async fn replicated() -> (RedisServer, RedisServer, Vec<RedisServer>) {
+    let master = RedisServer::start().await;
     let port = master.port.to_string();
     let replica = RedisServer::start_with(&["--replicaof", HOST, &port]).await;
     wait_until(secs(10), "replica in sync", || async {
@@ -70,6 +70,12 @@ async fn the_master_killed_under_load_fails_no_request_and_moves_no_session() {
     for s in &sentinels {
         wait_until(secs(15), "sentinels know the replica and each other", || async { known(s).await == (1, 2) }).await;
     }
+    (master, replica, sentinels)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_killed_under_load_fails_no_request_and_moves_no_session() {
+    let (mut master, replica, sentinels) = replicated().await;
 
     let bs = TestBackend::start_many(&["app1", "app2", "app3"]).await;
     let a = Arc::new(instance(&bs, &sentinels, "lb-a").start().await);
@@ -156,4 +162,34 @@ async fn the_master_killed_under_load_fails_no_request_and_moves_no_session() {
     }
     let pins: Vec<String> = replica.query(redis::cmd("KEYS").arg(format!("{PREFIX}pin:*"))).await.unwrap();
     assert!(pins.len() >= 36, "pins on the new master: {}", pins.len());
+}
+
+/// A master that stops answering (stopped, not killed: no connection error ever comes) is
+/// left once the sentinels replace it: a call that gets no answer within
+/// `cluster.redis_timeout` makes the next one ask the sentinels again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_stops_answering_is_left_for_the_one_the_sentinels_promote() {
+    let (mut master, replica, sentinels) = replicated().await;
+    let bs = TestBackend::start_many(&["app1", "app2"]).await;
+    let lb = instance(&bs, &sentinels, "lb-stopped").start().await;
+    let u = User::new();
+    let backend = u.get(&lb.url("/before")).await.backend().unwrap();
+
+    let old = master.port;
+    let pid = master.pid().expect("master runs").to_string();
+    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill runs");
+    assert!(signal("-STOP").success());
+    wait_until(secs(20), "a sentinel promoted the replica", || async {
+        master_port(&sentinels[0]).await.is_some_and(|p| p != old)
+    })
+    .await;
+    // Requests meanwhile go by the local pins; the instance finds the new master by itself.
+    wait_until(secs(10), "instance on the new master", || async { lb.cluster().await["redis"] == "up" }).await;
+    assert_eq!(u.get(&lb.url("/after")).await.backend(), Some(backend), "the session kept its backend");
+    let v = User::new();
+    v.get(&lb.url("/new")).await;
+    let pins: Vec<String> = replica.query(redis::cmd("KEYS").arg(format!("{PREFIX}pin:*"))).await.unwrap();
+    assert_eq!(pins.len(), 2, "both sessions' pins on the new master: {pins:?}");
+    assert!(signal("-CONT").success());
+    master.kill();
 }

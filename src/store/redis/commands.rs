@@ -145,12 +145,12 @@ impl Inner {
         Fut: Future<Output = RedisResult<T>>,
     {
         let attempt = async {
-            let conn = self.redis.get(self.timeout).await?;
+            let conn = self.redis.get().await?;
             match f(conn.clone()).await {
                 // Sentinel: the master may have moved; ask the sentinels again and retry once.
                 Err(e) if self.redis.topology.should_reconnect(&e) => {
                     self.redis.reset();
-                    f(self.redis.get(self.timeout).await?).await
+                    f(self.redis.get().await?).await
                 }
                 // The manager answers the first call after a lost connection with that loss and
                 // reconnects meanwhile: one more try (within the same time budget) uses the new one.
@@ -168,6 +168,9 @@ impl Inner {
                 None
             }
             Err(_) => {
+                if self.redis.topology.reconnects_after_silence() {
+                    self.redis.reset();
+                }
                 self.link.failed(&format_args!("no answer within {:?} (cluster.redis_timeout)", self.timeout));
                 None
             }

@@ -105,11 +105,13 @@ impl Topology {
         Ok(Topology::Single(Client::open(info)?))
     }
 
-    /// A new connection for the request path (`timeout`: `cluster.redis_timeout`).
-    pub async fn connect(&self, timeout: Duration) -> RedisResult<Conn> {
+    /// A new connection for the request path.
+    pub async fn connect(&self) -> RedisResult<Conn> {
+        // No response timeout of the client's own: every call is bounded by
+        // `cluster.redis_timeout` around it (`Inner::call`), and a second timer per command
+        // cost a new session ~600 instructions.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(timeout)
             .set_number_of_retries(1)
             .set_max_delay(500);
         match self {
@@ -127,12 +129,19 @@ impl Topology {
     /// After this error, should the next call connect anew? Only with Sentinel (the others
     /// reconnect by themselves): the master may have moved.
     pub fn should_reconnect(&self, e: &RedisError) -> bool {
-        matches!(self, Topology::Sentinel { .. })
+        self.reconnects_after_silence()
             && (e.is_io_error()
                 || e.is_connection_dropped()
                 || e.is_connection_refusal()
                 || e.is_timeout()
                 || matches!(e.kind(), ErrorKind::ReadOnly | ErrorKind::MasterDown))
+    }
+
+    /// After a call got no answer in time, should the next one connect anew? Only with
+    /// Sentinel: a master that stopped answering may have been replaced (and a stopped one
+    /// never answers with an error that [`Self::should_reconnect`] would see).
+    pub fn reconnects_after_silence(&self) -> bool {
+        matches!(self, Topology::Sentinel { .. })
     }
 
     /// A RESP3 client for the event listener: the server, the current master, or one of the
@@ -197,7 +206,7 @@ impl Connector {
         Connector { topology, current: Default::default(), making: tokio::sync::Mutex::new(()) }
     }
 
-    pub async fn get(&self, timeout: Duration) -> RedisResult<Conn> {
+    pub async fn get(&self) -> RedisResult<Conn> {
         if let Some(c) = self.current.load_full() {
             return Ok((*c).clone());
         }
@@ -205,7 +214,7 @@ impl Connector {
         if let Some(c) = self.current.load_full() {
             return Ok((*c).clone());
         }
-        let conn = self.topology.connect(timeout).await?;
+        let conn = self.topology.connect().await?;
         self.current.store(Some(Arc::new(conn.clone())));
         Ok(conn)
     }
