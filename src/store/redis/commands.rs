@@ -8,7 +8,7 @@
 
 use super::connect::Conn;
 use super::events;
-use super::pin::{self, PinValue};
+use super::pin::{self, Held, PinValue};
 use super::{unix_ms, Inner};
 use redis::RedisResult;
 use std::future::Future;
@@ -68,22 +68,23 @@ impl Inner {
         Some(raw.as_deref().and_then(PinValue::decode))
     }
 
-    /// `SET key value NX PX ttl`, and `GET key` only if a pin held already: the pin that holds
-    /// afterwards (ours if we won), or `Some(None)` if none does; `None` if Redis could not be
+    /// `SET key value NX PX ttl`, and `GET key` only if a pin held already: what holds
+    /// afterwards (`value` if we won, as it is: not read back); `None` if Redis could not be
     /// asked. A new session's id is fresh, so its pin costs Redis one command; a learned id
     /// another instance pinned first costs a second round trip.
-    pub(super) async fn set_if_absent(&self, key: &str, value: &PinValue) -> Option<Option<String>> {
+    pub(super) async fn set_if_absent(&self, key: &str, value: &PinValue) -> Option<Held> {
         let ttl = pin::ttl(value.created_ms, unix_ms(), self.idle_timeout, self.max_lifetime)?;
         let redis_key = self.keys.pin(key);
         let ours = value.encode();
-        let mut set = redis::cmd("SET");
-        set.arg(&redis_key).arg(&ours).arg("NX").arg("PX").arg(ttl.as_millis() as u64);
+        // Room for every argument at once (the command's buffers grew four times).
+        let mut set = redis::Cmd::with_capacity(6, 3 + redis_key.len() + ours.len() + 4 + 20);
+        set.arg("SET").arg(&redis_key).arg(&ours).arg("NX").arg("PX").arg(ttl.as_millis() as u64);
         if self.call(|c| cmd_query::<bool>(&set, c)).await? {
-            return Some(Some(ours));
+            return Some(Held::Pin(value.clone()));
         }
         let mut get = redis::cmd("GET");
         get.arg(&redis_key);
-        self.call(|c| cmd_query::<Option<String>>(&get, c)).await
+        self.call(|c| cmd_query::<Option<String>>(&get, c)).await.map(|raw| Held::from_raw(raw.as_deref()))
     }
 
     /// Overwrite the pin and tell the other instances, atomically (one script) so that the event

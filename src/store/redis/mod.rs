@@ -87,8 +87,13 @@ struct Keys {
 }
 
 impl Keys {
+    /// Put together without `format!` (see [`PinValue::encode`]).
     fn pin(&self, session: &str) -> String {
-        format!("{}pin:{session}", self.prefix)
+        let mut key = String::with_capacity(self.prefix.len() + 4 + session.len());
+        key.push_str(&self.prefix);
+        key.push_str("pin:");
+        key.push_str(session);
+        key
     }
 }
 
@@ -228,13 +233,11 @@ impl AffinityStore for RedisStore {
         }
         let held = if inner.link.usable() { inner.set_if_absent(key, &ours).await } else { None };
         match held {
-            Some(Some(raw)) => match PinValue::decode(&raw) {
-                Some(won) => inner.local.put(key, &won.backend, won.created_ms, Pending::Nothing, epoch).0,
-                // Not a value of ours under our key: overwrite it on the next sync.
-                None => inner.local.put_if_absent(key, backend, created_ms, Pending::Replace, epoch),
-            },
+            Some(Held::Pin(won)) => inner.local.put(key, &won.backend, won.created_ms, Pending::Nothing, epoch).0,
+            // Not a value of ours under our key: overwrite it on the next sync.
+            Some(Held::Foreign) => inner.local.put_if_absent(key, backend, created_ms, Pending::Replace, epoch),
             // Unpinned between our SET and GET, or Redis unreachable: keep ours for write-back.
-            Some(None) | None => inner.local.put_if_absent(key, backend, created_ms, Pending::Create, epoch),
+            Some(Held::Nothing) | None => inner.local.put_if_absent(key, backend, created_ms, Pending::Create, epoch),
         }
     }
 
@@ -284,7 +287,7 @@ impl Inner {
             let mut step = pin::reconcile_from(claim.pending());
             loop {
                 let held = match step {
-                    Step::Offer => Held::from_raw(self.set_if_absent(key, &ours).await?.as_deref()),
+                    Step::Offer => self.set_if_absent(key, &ours).await?,
                     Step::Write => self.write_replace(key, &ours).await.then(|| Held::Pin(ours.clone()))?,
                     Step::Read => match self.refresh(key, &ours).await? {
                         Some(theirs) => Held::Pin(theirs),
@@ -335,7 +338,8 @@ impl Inner {
         };
         let verdict = match verdict {
             Verdict::Missing => match self.set_if_absent(&key, &ours).await {
-                Some(held) => pin::compare(&ours.backend, held.as_deref().and_then(PinValue::decode).as_ref()),
+                Some(Held::Pin(theirs)) => pin::compare(&ours.backend, Some(&theirs)),
+                Some(Held::Foreign | Held::Nothing) => pin::compare(&ours.backend, None),
                 None => return,
             },
             v => v,
