@@ -4,6 +4,8 @@
 #
 #   benches/ab.sh OLD_BINARY NEW_BINARY [...]      (run as root the first time: it may apt-get)
 #   env knobs (defaults): ROUNDS=7 DUR=4 CONNS=64 WL="pin new"
+#   REDIS=1: every build on the Redis store, each with a redis-server of its own on CPU 0 (its
+#   CPU is not in the user/sys figures, which are the proxy's)
 #
 # Layout as peers.sh with PIN=1: HAProxy (one thread) and every stickylb (default config, insert
 # mode, round robin, access log off) on CPU 0, wrk on CPU 1, one nginx with two workers and three
@@ -20,6 +22,7 @@ BINS=("$@"); ROUNDS=${ROUNDS:-7}; DUR=${DUR:-4}; CONNS=${CONNS:-64}; WL=${WL:-pi
 
 . benches/lib.sh
 ensure_tools wrk nginx curl haproxy taskset
+[ "${REDIS:-0}" = 1 ] && ensure_tools redis-server
 workdir ab
 read -r BE1 BE2 BE3 HP < <(free_ports 4)
 servers=""
@@ -60,6 +63,13 @@ TOML
   for p in "$BE1" "$BE2" "$BE3"; do
     i=$((i + 1)); printf '[[backend]]\nname = "s%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$TMP/lb$k.toml"
   done
+  if [ "${REDIS:-0}" = 1 ]; then
+    read -r rp < <(free_ports 1)
+    start "redis$k" taskset -c 0 redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
+      --dir "$TMP" --logfile '' --loglevel warning
+    wait_port "$rp" "redis$k"
+    printf '[cluster]\nstore = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$rp" >>"$TMP/lb$k.toml"
+  fi
   start "lb$k" taskset -c 0 "${BINS[$k]}" --config "$TMP/lb$k.toml"
   LB_PID+=("${PIDS[-1]}"); LB_PORT+=("$port")
   wait_port "$port" "lb$k"
