@@ -179,15 +179,19 @@ async fn a_master_that_stops_answering_is_left_for_the_one_the_sentinels_promote
     let pid = master.pid().expect("master runs").to_string();
     let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid]).status().expect("kill runs");
     assert!(signal("-STOP").success());
+    // Meanwhile the session is served by the local pin.
+    let during = u.get(&lb.url("/during")).await;
+    assert_eq!((during.status, during.backend()), (200, Some(backend.clone())), "{}", during.describe());
     wait_until(secs(20), "a sentinel promoted the replica", || async {
         master_port(&sentinels[0]).await.is_some_and(|p| p != old)
     })
     .await;
-    // Requests meanwhile go by the local pins; the instance finds the new master by itself.
+    // The calls that time out on the stopped master (the group's, every 200 ms, and the
+    // requests') make the instance ask the sentinels again.
     wait_until(secs(10), "instance on the new master", || async { lb.cluster().await["redis"] == "up" }).await;
     assert_eq!(u.get(&lb.url("/after")).await.backend(), Some(backend), "the session kept its backend");
     let v = User::new();
-    v.get(&lb.url("/new")).await;
+    assert_eq!(v.get(&lb.url("/new")).await.status, 200);
     let pins: Vec<String> = replica.query(redis::cmd("KEYS").arg(format!("{PREFIX}pin:*"))).await.unwrap();
     assert_eq!(pins.len(), 2, "both sessions' pins on the new master: {pins:?}");
     assert!(signal("-CONT").success());
