@@ -63,13 +63,7 @@ TOML
   for p in "$BE1" "$BE2" "$BE3"; do
     i=$((i + 1)); printf '[[backend]]\nname = "s%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$TMP/lb$k.toml"
   done
-  if [ "${REDIS:-0}" = 1 ]; then
-    read -r rp < <(free_ports 1)
-    start "redis$k" taskset -c 0 redis-server --bind 127.0.0.1 --port "$rp" --save '' --appendonly no \
-      --dir "$TMP" --logfile '' --loglevel warning
-    wait_port "$rp" "redis$k"
-    printf '[cluster]\nstore = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$rp" >>"$TMP/lb$k.toml"
-  fi
+  [ "${REDIS:-0}" = 1 ] && redis_store "$TMP/lb$k.toml" "redis$k" 0
   start "lb$k" taskset -c 0 "${BINS[$k]}" --config "$TMP/lb$k.toml"
   LB_PID+=("${PIDS[-1]}"); LB_PORT+=("$port")
   wait_port "$port" "lb$k"

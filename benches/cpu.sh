@@ -36,12 +36,9 @@ start stickylb taskset -c 0 "$STICKYLB_BIN" --config "$TMP/stickylb.toml"; STICK
 wait_port "$HP" haproxy; wait_port "$LB" stickylb
 REDIS_PID=; RED_PID=
 if [ "${REDIS:-0}" = 1 ]; then
-  read -r RP LR AR < <(free_ports 3)
-  start redis taskset -c 0 redis-server --bind 127.0.0.1 --port "$RP" --save '' --appendonly no \
-    --dir "$TMP" --logfile '' --loglevel warning
-  REDIS_PID=${PIDS[-1]}; wait_port "$RP" redis-server
+  read -r LR AR < <(free_ports 2)
   stickylb_bench_config "$TMP/redis.toml" "$LR" "$AR" "$BE1" "$BE2" "$BE3"
-  printf '[cluster]\nstore = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$RP" >>"$TMP/redis.toml"
+  redis_store "$TMP/redis.toml" redis 0
   start stickylb-redis taskset -c 0 "$STICKYLB_BIN" --config "$TMP/redis.toml"; RED_PID=${PIDS[-1]}
   wait_port "$LR" stickylb-redis
 fi

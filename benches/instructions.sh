@@ -25,15 +25,10 @@ ensure_tools wrk nginx curl valgrind python3
 ensure_binary
 
 workdir instr
-read -r BE1 BE2 BE3 LB ADMIN RP < <(free_ports 6)
+read -r BE1 BE2 BE3 LB ADMIN < <(free_ports 5)
 nginx_backends 'default_type text/plain; return 200 "backend-PORT\n";' "$BE1" "$BE2" "$BE3"
 stickylb_bench_config "$TMP/stickylb.toml" "$LB" "$ADMIN" "$BE1" "$BE2" "$BE3"
-if [ "${REDIS:-0}" = 1 ]; then
-  start redis redis-server --bind 127.0.0.1 --port "$RP" --save '' --appendonly no --dir "$TMP" \
-    --logfile '' --loglevel warning
-  wait_port "$RP" redis
-  printf '[cluster]\nstore = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$RP" >>"$TMP/stickylb.toml"
-fi
+[ "${REDIS:-0}" = 1 ] && redis_store "$TMP/stickylb.toml" redis
 start stickylb valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" "$STICKYLB_BIN" --config "$TMP/stickylb.toml"
 wait_port "$LB" stickylb
 VG_PID=${PIDS[-1]}

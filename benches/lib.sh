@@ -129,3 +129,16 @@ TOML
     i=$((i + 1)); printf '[[backend]]\nname = "app%s"\naddress = "127.0.0.1:%s"\n' "$i" "$p" >>"$file"
   done
 }
+
+# redis_store FILE NAME [CPUS]: a private redis-server (no persistence; on CPUS when given) for
+# the stickylb config FILE, which gets a [cluster] section pointing at it; its PID in REDIS_PID.
+redis_store() {
+  local file=$1 name=$2 port pin=()
+  port=$(free_ports 1)
+  [ -n "${3:-}" ] && pin=(taskset -c "$3")
+  start "$name" "${pin[@]}" redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+    --dir "$TMP" --logfile '' --loglevel warning
+  REDIS_PID=${PIDS[-1]}
+  wait_port "$port" "$name"
+  printf '[cluster]\nstore = "redis"\nredis_url = "redis://127.0.0.1:%s/0"\n' "$port" >>"$file"
+}
