@@ -6,6 +6,9 @@
 #   env knobs (defaults): ROUNDS=7 DUR=4 CONNS=64 WL="pin new"
 #   REDIS=1: every build on the Redis store, each with a redis-server of its own on CPU 0 (its
 #   CPU is not in the user/sys figures, which are the proxy's)
+#   FLOOR=path: also the floor (examples/floor.rs, e.g. target/dist/examples/floor: the stack
+#   with nothing but forwarding) in every round, after the builds (FLOOR_AT=first: before
+#   them), as rows floor-pin/floor-new: the stack's own ratio to HAProxy in the same rounds
 #
 # Layout as peers.sh with PIN=1: HAProxy (one thread) and every stickylb (default config, insert
 # mode, round robin, access log off) on CPU 0, wrk on CPU 1, one nginx with two workers and three
@@ -70,6 +73,14 @@ TOML
   LB_COOKIE+=("$(stickylb_cookie "$port")")
   [ -n "${LB_COOKIE[-1]}" ] || { echo "ERROR: ${BINS[$k]} set no STICKYLB cookie" >&2; exit 1; }
 done
+case ${FLOOR_AT:-last} in first|last) ;; *) echo "error: FLOOR_AT must be first or last" >&2; exit 2;; esac
+if [ -n "${FLOOR:-}" ]; then
+  [ -x "$FLOOR" ] || { echo "error: FLOOR=$FLOOR is not an executable (cargo build --profile dist --example floor)" >&2; exit 2; }
+  read -r FLOOR_PORT < <(free_ports 1)
+  start floor taskset -c 0 "$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BE1,127.0.0.1:$BE2,127.0.0.1:$BE3"
+  FLOOR_PID=${PIDS[-1]}
+  wait_port "$FLOOR_PORT" floor
+fi
 TICK=$(getconf CLK_TCK)
 
 # run NAME PID URL [wrk args]: one line, NAME rps N user U sys S p99 P.
@@ -84,15 +95,25 @@ run() {
     'BEGIN { printf "%-12s rps %6d user %5.2f sys %5.2f p99 %s\n", nm, n / d, u * 1e6 / t / n, s * 1e6 / t / n, p }'
 }
 
+# run_floor WORKLOAD: the floor's row, if FLOOR is set. It forwards any cookie untouched: the pin
+# row sends stickylb's, so its requests are the same bytes as the first build's.
+run_floor() {
+  [ -n "${FLOOR:-}" ] || return 0
+  if [ "$1" = pin ]; then run floor-pin "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/" -H "Cookie: ${LB_COOKIE[0]}"
+  else run floor-new "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/"; fi
+}
+
 for r in $(seq "$ROUNDS"); do
   echo "# round $r/$ROUNDS"
   for w in $WL; do
     if [ "$w" = pin ]; then run hp-pin "$HP_PID" "http://127.0.0.1:$HP/" -H 'Cookie: SRV=s1'
     else run hp-new "$HP_PID" "http://127.0.0.1:$HP/"; fi
+    [ "${FLOOR_AT:-last}" = first ] && run_floor "$w"
     for k in "${!BINS[@]}"; do
       if [ "$w" = pin ]; then run "b$k-pin" "${LB_PID[$k]}" "http://127.0.0.1:${LB_PORT[$k]}/" -H "Cookie: ${LB_COOKIE[$k]}"
       else run "b$k-new" "${LB_PID[$k]}" "http://127.0.0.1:${LB_PORT[$k]}/"; fi
     done
+    [ "${FLOOR_AT:-last}" = first ] || run_floor "$w"
   done
 done | tee "$TMP/rows"
 
