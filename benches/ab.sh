@@ -22,6 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 (($# >= 1)) || { echo "usage: benches/ab.sh BINARY [BINARY...]" >&2; exit 2; }
 BINS=("$@"); ROUNDS=${ROUNDS:-7}; DUR=${DUR:-4}; CONNS=${CONNS:-64}; WL=${WL:-pin new}
+case ${FLOOR_AT:-last} in first|last) ;; *) echo "error: FLOOR_AT must be first or last" >&2; exit 2;; esac
+[ -z "${FLOOR:-}" ] || [ -x "$FLOOR" ] || { echo "error: FLOOR=$FLOOR is not an executable (cargo build --profile dist --example floor)" >&2; exit 2; }
 
 . benches/lib.sh
 ensure_tools wrk nginx curl haproxy taskset
@@ -73,9 +75,7 @@ TOML
   LB_COOKIE+=("$(stickylb_cookie "$port")")
   [ -n "${LB_COOKIE[-1]}" ] || { echo "ERROR: ${BINS[$k]} set no STICKYLB cookie" >&2; exit 1; }
 done
-case ${FLOOR_AT:-last} in first|last) ;; *) echo "error: FLOOR_AT must be first or last" >&2; exit 2;; esac
 if [ -n "${FLOOR:-}" ]; then
-  [ -x "$FLOOR" ] || { echo "error: FLOOR=$FLOOR is not an executable (cargo build --profile dist --example floor)" >&2; exit 2; }
   read -r FLOOR_PORT < <(free_ports 1)
   start floor taskset -c 0 "$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BE1,127.0.0.1:$BE2,127.0.0.1:$BE3"
   FLOOR_PID=${PIDS[-1]}
